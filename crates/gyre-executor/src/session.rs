@@ -1,0 +1,155 @@
+//! Talking to the helper (`circleci __agent`): JSON-line requests in, frames out.
+//!
+//! The transport (a `docker exec` attach or a child's pipes) feeds raw bytes to a decoder
+//! task that sends whole frames through a bounded channel, so memory stays bounded.
+
+use std::pin::Pin;
+
+use gyre_protocol::helper::{Done, FrameKind, HEADER_LEN, Hello, Request, parse_header};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::Error;
+
+/// One decoded frame.
+#[derive(Debug)]
+pub(crate) struct Frame {
+    pub kind: FrameKind,
+    pub id: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Incremental frame decoder.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    buf: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), Error> {
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while self.buf.len() - start >= HEADER_LEN {
+            let mut head = [0u8; HEADER_LEN];
+            head.copy_from_slice(&self.buf[start..start + HEADER_LEN]);
+            let (kind, id, len) = parse_header(&head);
+            let Some(kind) = FrameKind::from_u8(kind) else {
+                return Err(Error::Helper(format!("unknown frame kind {kind}")));
+            };
+            if self.buf.len() - start - HEADER_LEN < len {
+                break;
+            }
+            let body = start + HEADER_LEN;
+            out.push(Frame {
+                kind,
+                id,
+                payload: self.buf[body..body + len].to_vec(),
+            });
+            start = body + len;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+}
+
+/// A running helper.
+pub(crate) struct Session {
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    frames: mpsc::Receiver<Result<Frame, Error>>,
+    pub hello: Hello,
+    next_id: u32,
+}
+
+impl Session {
+    /// Wraps a transport; waits for the helper's hello.
+    pub async fn start(
+        input: Pin<Box<dyn AsyncWrite + Send>>,
+        mut frames: mpsc::Receiver<Result<Frame, Error>>,
+    ) -> Result<Session, Error> {
+        let first = frames
+            .recv()
+            .await
+            .ok_or_else(|| Error::Helper("the helper exited before saying hello".to_owned()))??;
+        if first.kind != FrameKind::Hello {
+            return Err(Error::Helper(
+                "the helper did not start with hello".to_owned(),
+            ));
+        }
+        let hello: Hello = serde_json::from_slice(&first.payload)
+            .map_err(|err| Error::Helper(format!("bad hello: {err}")))?;
+        Ok(Session {
+            input,
+            frames,
+            hello,
+            next_id: 1,
+        })
+    }
+
+    pub fn next_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub async fn send(&mut self, request: &Request) -> Result<(), Error> {
+        let mut line = serde_json::to_vec(request)
+            .map_err(|err| Error::Helper(format!("cannot encode request: {err}")))?;
+        line.push(b'\n');
+        self.input
+            .write_all(&line)
+            .await
+            .map_err(|err| Error::Helper(format!("cannot write to the helper: {err}")))?;
+        self.input
+            .flush()
+            .await
+            .map_err(|err| Error::Helper(format!("cannot write to the helper: {err}")))
+    }
+
+    /// Next frame; `None` when the helper is gone.
+    pub async fn recv(&mut self) -> Option<Result<Frame, Error>> {
+        self.frames.recv().await
+    }
+
+    /// Sends a request and waits for its `Done`, ignoring other frames (`Prepare` only).
+    pub async fn call(&mut self, request: Request, id: u32) -> Result<Done, Error> {
+        self.send(&request).await?;
+        loop {
+            let frame = self
+                .recv()
+                .await
+                .ok_or_else(|| Error::Helper("the helper exited".to_owned()))??;
+            if frame.kind == FrameKind::Done && frame.id == id {
+                return serde_json::from_slice(&frame.payload)
+                    .map_err(|err| Error::Helper(format!("bad done frame: {err}")));
+            }
+        }
+    }
+
+    /// Closes the helper's stdin: it kills what it started and exits.
+    pub async fn close(mut self) {
+        let _ = self.input.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_protocol::helper::header;
+
+    #[test]
+    fn decodes_split_frames() {
+        let mut bytes = header(FrameKind::Stdout, 3, 5).to_vec();
+        bytes.extend(b"hello");
+        bytes.extend(header(FrameKind::Done, 3, 2));
+        bytes.extend(b"{}");
+        let mut decoder = Decoder::default();
+        let mut frames = vec![];
+        for piece in bytes.chunks(4) {
+            decoder.push(piece, &mut frames).unwrap();
+        }
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].payload, b"hello");
+        assert_eq!((frames[1].kind, frames[1].id), (FrameKind::Done, 3));
+        assert!(decoder.push(&[9; 9], &mut frames).is_err());
+    }
+}

@@ -1,0 +1,943 @@
+//! Files in and out of the job: checkout, caches, workspaces, artifacts, test results.
+//!
+//! Everything moves as tar streams through [`Target`]: a container (Docker archive API) or
+//! the host. Stored objects go through the [`Storage`] trait; [`LocalStorage`] keeps them
+//! under the data directory (the server will plug object storage in later).
+//! Layout (keys): `caches/<escaped key>.tar.zst`, `workspaces/<workspace id>/<layer>.tar.zst`,
+//! `artifacts/<job>/<build>/<node>/<path>`, `test-results/<job>/<time>.json`.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use gyre_protocol::helper::Hello;
+use gyre_protocol::{CheckoutSource, JobInfo};
+
+use crate::Error;
+use crate::junit::{TestCase, parse_junit};
+
+/// Object storage contract: whole-object puts (atomic: readers never see half an object),
+/// gets by key, and listing by key prefix with modification times.
+pub trait Storage: Send + Sync {
+    /// Stores the file at `from` under `key`, replacing nothing if `only_new` and it exists.
+    /// Returns whether it was stored.
+    fn put_file(&self, key: &str, from: &Path, only_new: bool) -> Result<bool, Error>;
+    /// A local path holding the object, if it exists.
+    fn get_file(&self, key: &str) -> Result<Option<PathBuf>, Error>;
+    /// Keys starting with `prefix` (which must end at a `/` boundary or inside the last
+    /// segment), with their modification times.
+    fn list(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, Error>;
+}
+
+/// [`Storage`] in a local directory.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
+        LocalStorage { root: root.into() }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn put_file(&self, key: &str, from: &Path, only_new: bool) -> Result<bool, Error> {
+        let dest = self.root.join(key);
+        if only_new && dest.exists() {
+            return Ok(false);
+        }
+        let parent = dest.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+        let tmp = parent.join(format!(".tmp-{}", unique()));
+        std::fs::copy(from, &tmp).map_err(|e| Error::io(format!("storing {key}"), e))?;
+        if only_new {
+            // hard_link fails if the destination exists: first writer wins.
+            let linked = std::fs::hard_link(&tmp, &dest).is_ok();
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(linked);
+        }
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(format!("storing {key}"), e))?;
+        Ok(true)
+    }
+
+    fn get_file(&self, key: &str) -> Result<Option<PathBuf>, Error> {
+        let path = self.root.join(key);
+        Ok(path.is_file().then_some(path))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, Error> {
+        let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
+            return Ok(vec![]);
+        };
+        let mut out = vec![];
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") || !name.starts_with(start) {
+                continue;
+            }
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let key = if dir.is_empty() {
+                name
+            } else {
+                format!("{dir}/{name}")
+            };
+            out.push((key, modified));
+        }
+        Ok(out)
+    }
+}
+
+/// Makes any text one key segment (`/` and `%` escaped).
+pub(crate) fn escape_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '.' if i == 0 => out.push_str("%2E"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{nanos:024}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Where the job's files are.
+pub(crate) enum Target {
+    Docker { docker: Docker, container: String },
+    Machine,
+}
+
+/// A tar of one path: entries are named `<basename>/...`; `parent` is the path's directory.
+/// Writes a tar (entries named relative to `/`) for [`Target::import`].
+type Importer = Box<dyn FnOnce(&mut dyn Write) -> Result<(), Error> + Send>;
+
+type Exporter<T> = Box<dyn FnOnce(&mut dyn Read, &Path) -> Result<T, Error> + Send>;
+
+impl Target {
+    /// Streams a tar of `path` to `consume` (on a blocking thread). `None` if `path` is missing.
+    async fn export<T: Send + 'static>(
+        &self,
+        path: &str,
+        consume: Exporter<T>,
+    ) -> Result<Option<T>, Error> {
+        let path_buf = PathBuf::from(path);
+        let parent = path_buf.parent().unwrap_or(Path::new("/")).to_path_buf();
+        match self {
+            Target::Machine => {
+                if std::fs::symlink_metadata(path).is_err() {
+                    return Ok(None);
+                }
+                let name = path_buf.file_name().map(PathBuf::from).unwrap_or_default();
+                let src = path_buf.clone();
+                let (mut reader, writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+                let producer = tokio::task::spawn_blocking(move || {
+                    let mut builder = tar::Builder::new(writer);
+                    append_tree(&mut builder, &src, &name, None)?;
+                    builder.finish()
+                });
+                let consumer = tokio::task::spawn_blocking(move || consume(&mut reader, &parent));
+                let consumed = join(consumer).await;
+                let produced = join(producer).await;
+                let value = consumed?;
+                produced.map_err(|e| Error::io(format!("reading {path}"), e))?;
+                Ok(Some(value))
+            }
+            Target::Docker { docker, container } => {
+                let options = DownloadFromContainerOptionsBuilder::default()
+                    .path(path)
+                    .build();
+                let mut stream = docker.download_from_container(container, Some(options));
+                let first = match stream.next().await {
+                    None => Bytes::new(),
+                    Some(Ok(bytes)) => bytes,
+                    Some(Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    })) => {
+                        return Ok(None);
+                    }
+                    Some(Err(source)) => {
+                        return Err(Error::Docker {
+                            context: format!("reading {path} from the container"),
+                            source,
+                        });
+                    }
+                };
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(16);
+                let consumer = tokio::task::spawn_blocking(move || {
+                    let mut reader = ChannelReader { rx, current: first };
+                    consume(&mut reader, &parent)
+                });
+                while let Some(item) = stream.next().await {
+                    if tx.send(item.map_err(|e| e.to_string())).await.is_err() {
+                        break;
+                    }
+                }
+                drop(tx);
+                Ok(Some(join(consumer).await?))
+            }
+        }
+    }
+
+    /// Extracts the tar written by `produce` at `/` (entry names are absolute paths
+    /// without the leading `/`).
+    async fn import(&self, produce: Importer) -> Result<(), Error> {
+        match self {
+            Target::Machine => {
+                let (reader, mut writer) = std::io::pipe().map_err(|e| Error::io("pipe", e))?;
+                let producer = tokio::task::spawn_blocking(move || {
+                    let result = produce(&mut writer);
+                    drop(writer);
+                    result
+                });
+                let consumer = tokio::task::spawn_blocking(move || {
+                    let mut archive = tar::Archive::new(reader);
+                    archive.set_preserve_permissions(true);
+                    archive.set_overwrite(true);
+                    archive.unpack("/")
+                });
+                let unpacked = join(consumer).await;
+                join(producer).await?;
+                unpacked.map_err(|e| Error::io("extracting files", e))
+            }
+            Target::Docker { docker, container } => {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+                let producer = tokio::task::spawn_blocking(move || {
+                    let mut writer = ChannelWriter { tx };
+                    produce(&mut writer)?;
+                    writer.flush().map_err(|e| Error::io("streaming files", e))
+                });
+                let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+                let options = UploadToContainerOptionsBuilder::default().path("/").build();
+                let uploaded = docker
+                    .upload_to_container(container, Some(options), bollard::body_stream(body))
+                    .await;
+                join(producer).await?;
+                uploaded.map_err(|source| Error::Docker {
+                    context: "copying files into the container".to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+async fn join<T>(handle: tokio::task::JoinHandle<T>) -> T
+where
+    T: Send + 'static,
+{
+    match handle.await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
+}
+
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(err)) => return Err(std::io::Error::other(err)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+/// Buffers writes into 256 KiB chunks sent to the upload.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::other("the upload stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Adds `src` (file or directory tree, symlinks not followed) to `builder` as `name`.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    src: &Path,
+    name: &Path,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let mut stack = vec![(src.to_path_buf(), name.to_path_buf())];
+    while let Some((path, name)) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        if let Some((uid, gid)) = owner {
+            header.set_uid(uid.into());
+            header.set_gid(gid.into());
+        }
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            builder.append_link(&mut header, &name, target)?;
+        } else if ft.is_dir() {
+            header.set_size(0);
+            builder.append_data(&mut header, &name, std::io::empty())?;
+            let mut children: Vec<_> = std::fs::read_dir(&path)?
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            children.sort();
+            for child in children.into_iter().rev() {
+                stack.push((path.join(&child), name.join(&child)));
+            }
+        } else if ft.is_file() {
+            let file = std::fs::File::open(&path)?;
+            builder.append_data(&mut header, &name, file)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies entries of `input` to `builder`, renaming with `map` (None skips the entry).
+fn retar<W: Write>(
+    input: &mut dyn Read,
+    builder: &mut tar::Builder<W>,
+    mut map: impl FnMut(&Path) -> Option<PathBuf>,
+) -> std::io::Result<u64> {
+    let mut archive = tar::Archive::new(input);
+    let mut n = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(new_path) = map(&path) else { continue };
+        if new_path.as_os_str().is_empty() {
+            continue;
+        }
+        let mut header = entry.header().clone();
+        match entry.header().entry_type() {
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                builder.append_link(&mut header, &new_path, target)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Continuous => {
+                builder.append_data(&mut header, &new_path, &mut entry)?;
+            }
+            _ => continue,
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `/a/b` -> `a/b` (a tar name relative to `/`).
+fn rel_to_root(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+fn strip_first(path: &Path) -> PathBuf {
+    path.components().skip(1).collect()
+}
+
+/// Reads one file from the job.
+pub(crate) async fn read_file(target: &Target, path: &str) -> Result<Vec<u8>, Error> {
+    let consume: Exporter<Option<Vec<u8>>> = Box::new(|reader, _| {
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive
+            .entries()
+            .map_err(|e| Error::io("reading a file", e))?
+        {
+            let mut entry = entry.map_err(|e| Error::io("reading a file", e))?;
+            if entry.header().entry_type().is_file() {
+                let mut bytes = Vec::new();
+                entry
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io("reading a file", e))?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    });
+    target
+        .export(path, consume)
+        .await?
+        .flatten()
+        .ok_or_else(|| Error::InvalidTask(format!("cannot checksum {path}: no such file")))
+}
+
+/// `checkout`: clones on the host, then copies the tree (with `.git`) to `dest`.
+pub(crate) async fn checkout(
+    target: &Target,
+    hello: &Hello,
+    source: &CheckoutSource,
+    dest: &str,
+) -> Result<Vec<String>, Error> {
+    let tmp = tempfile::tempdir().map_err(|e| Error::io("creating a checkout directory", e))?;
+    let clone_dir = tmp.path().join("src");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            &source.repository,
+            "src",
+        ],
+    )
+    .await?;
+    git(
+        &clone_dir,
+        &[
+            "-c",
+            "advice.detachedHead=false",
+            "checkout",
+            "--quiet",
+            "--force",
+            &source.revision,
+        ],
+    )
+    .await?;
+    git(&clone_dir, &["config", "gc.auto", "0"]).await?;
+    let owner = Some((hello.uid, hello.gid));
+    let name = rel_to_root(Path::new(dest));
+    target
+        .import(Box::new(move |writer| {
+            let mut builder = tar::Builder::new(writer);
+            append_tree(&mut builder, &clone_dir, &name, owner)
+                .and_then(|()| builder.finish())
+                .map_err(|e| Error::io("copying the checkout", e))
+        }))
+        .await?;
+    drop(tmp);
+    Ok(vec![format!(
+        "Checked out {} at {} into {dest}",
+        source.repository, source.revision
+    )])
+}
+
+async fn git(dir: &Path, args: &[&str]) -> Result<(), Error> {
+    let output = tokio::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .await
+        .map_err(|e| Error::io("running git", e))?;
+    if !output.status.success() {
+        return Err(Error::InvalidTask(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `save_cache`: tar + zstd of `paths` (absolute), stored unless the key exists.
+pub(crate) async fn save_cache(
+    target: &Target,
+    data_dir: &Path,
+    key: &str,
+    paths: &[String],
+) -> Result<String, Error> {
+    let storage = LocalStorage::new(data_dir);
+    let object = format!("caches/{}.tar.zst", escape_segment(key));
+    if storage.get_file(&object)?.is_some() {
+        return Ok(format!(
+            "Skipping cache generation, cache already exists for key: {key}"
+        ));
+    }
+    let tmp = tempfile::NamedTempFile::new_in(std::env::temp_dir())
+        .map_err(|e| Error::io("temporary file", e))?;
+    let file = tmp.reopen().map_err(|e| Error::io("temporary file", e))?;
+    let mut encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), 3)
+        .map_err(|e| Error::io("zstd", e))?;
+    encoder.multithread(2).map_err(|e| Error::io("zstd", e))?;
+    let mut builder = Some(tar::Builder::new(encoder));
+    let mut found = 0;
+    let mut missing = vec![];
+    for path in paths {
+        let mut b = builder
+            .take()
+            .ok_or_else(|| Error::Helper("cache builder lost".into()))?;
+        let consume: Exporter<(tar::Builder<_>, u64)> = Box::new(move |reader, parent| {
+            let n = retar(reader, &mut b, |p| Some(rel_to_root(&parent.join(p))))
+                .map_err(|e| Error::io("archiving", e))?;
+            Ok((b, n))
+        });
+        // The builder comes back through the consumer; a missing path loses it, and the
+        // cache is then built again from the paths that exist.
+        match target.export(path, consume).await? {
+            Some((b, n)) => {
+                builder = Some(b);
+                found += n;
+            }
+            None => {
+                missing.push(path.clone());
+                return finish_missing(target, data_dir, key, paths, &missing).await;
+            }
+        }
+    }
+    let builder = builder.ok_or_else(|| Error::Helper("cache builder lost".into()))?;
+    let encoder = builder
+        .into_inner()
+        .map_err(|e| Error::io("archiving", e))?;
+    let mut buf = encoder.finish().map_err(|e| Error::io("zstd", e))?;
+    buf.flush().map_err(|e| Error::io("writing the cache", e))?;
+    drop(buf);
+    let stored = storage.put_file(&object, tmp.path(), true)?;
+    Ok(if stored {
+        format!("Stored cache {key} ({found} entries)")
+    } else {
+        format!("Skipping cache generation, cache already exists for key: {key}")
+    })
+}
+
+/// A path of `save_cache` is missing: save the others, warning about the missing ones.
+async fn finish_missing(
+    target: &Target,
+    data_dir: &Path,
+    key: &str,
+    paths: &[String],
+    missing: &[String],
+) -> Result<String, Error> {
+    let mut present = vec![];
+    for path in paths {
+        if missing.contains(path) {
+            continue;
+        }
+        let exists: Exporter<()> = Box::new(|_, _| Ok(()));
+        if target.export(path, exists).await?.is_some() {
+            present.push(path.clone());
+        }
+    }
+    let warning = format!("Warning: could not find {}; skipping", missing.join(", "));
+    if present.is_empty() {
+        return Ok(format!(
+            "{warning}\nSkipping cache generation, no files found for key: {key}"
+        ));
+    }
+    let note = Box::pin(save_cache(target, data_dir, key, &present)).await?;
+    Ok(format!("{warning}\n{note}"))
+}
+
+/// `restore_cache`: the newest cache whose key starts with the first candidate that matches.
+pub(crate) async fn restore_cache(
+    target: &Target,
+    data_dir: &Path,
+    keys: &[String],
+) -> Result<String, Error> {
+    let storage = LocalStorage::new(data_dir);
+    for key in keys {
+        let mut found = storage.list(&format!("caches/{}", escape_segment(key)))?;
+        found.retain(|(k, _)| k.ends_with(".tar.zst"));
+        found.sort_by_key(|(_, time)| *time);
+        let Some((object, _)) = found.pop() else {
+            continue;
+        };
+        let Some(file) = storage.get_file(&object)? else {
+            continue;
+        };
+        target
+            .import(Box::new(move |writer| {
+                let file =
+                    std::fs::File::open(&file).map_err(|e| Error::io("opening the cache", e))?;
+                let mut decoder =
+                    zstd::stream::Decoder::new(file).map_err(|e| Error::io("zstd", e))?;
+                std::io::copy(&mut decoder, writer)
+                    .map_err(|e| Error::io("restoring the cache", e))?;
+                Ok(())
+            }))
+            .await?;
+        let name = object
+            .trim_start_matches("caches/")
+            .trim_end_matches(".tar.zst");
+        return Ok(format!(
+            "Found a cache from key {key}: restored {}",
+            unescape(name)
+        ));
+    }
+    Ok(format!("No cache is found for key(s): {}", keys.join(", ")))
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("%2F", "/")
+        .replace("%2E", ".")
+        .replace("%25", "%")
+}
+
+/// `persist_to_workspace`: a new layer with `paths` (globs) relative to `root`.
+pub(crate) async fn persist_workspace(
+    target: &Target,
+    data_dir: &Path,
+    workspace_id: &str,
+    layer_name: &str,
+    root: &str,
+    paths: &[String],
+) -> Result<String, Error> {
+    let patterns: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            p.split('/')
+                .filter(|s| !s.is_empty() && *s != ".")
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
+    let file = tmp.reopen().map_err(|e| Error::io("temporary file", e))?;
+    let consume: Exporter<u64> = Box::new(move |reader, _| {
+        let encoder = zstd::stream::Encoder::new(std::io::BufWriter::new(file), 3)
+            .map_err(|e| Error::io("zstd", e))?;
+        let mut builder = tar::Builder::new(encoder);
+        let n = retar(reader, &mut builder, |p| {
+            let rel = strip_first(p);
+            let parts: Vec<String> = rel
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect();
+            patterns
+                .iter()
+                .any(|pat| {
+                    pat.is_empty()
+                        || (parts.len() >= pat.len()
+                            && pat.iter().zip(&parts).all(|(g, s)| glob_match(g, s)))
+                })
+                .then_some(rel)
+        })
+        .map_err(|e| Error::io("archiving the workspace", e))?;
+        let encoder = builder
+            .into_inner()
+            .map_err(|e| Error::io("archiving", e))?;
+        encoder
+            .finish()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| Error::io("zstd", e))?;
+        Ok(n)
+    });
+    let Some(n) = target.export(root, consume).await? else {
+        return Err(Error::InvalidTask(format!(
+            "persist_to_workspace: the root {root} does not exist"
+        )));
+    };
+    if n == 0 {
+        return Err(Error::InvalidTask(format!(
+            "persist_to_workspace: no files under {root} match {}",
+            paths.join(", ")
+        )));
+    }
+    let key = format!(
+        "workspaces/{}/{}-{}.tar.zst",
+        escape_segment(workspace_id),
+        unique(),
+        escape_segment(layer_name)
+    );
+    LocalStorage::new(data_dir).put_file(&key, tmp.path(), false)?;
+    Ok(format!(
+        "Persisted {n} entries from {root} to the workspace"
+    ))
+}
+
+/// `attach_workspace`: every layer of the workspace, oldest first, extracted under `at`.
+pub(crate) async fn attach_workspace(
+    target: &Target,
+    data_dir: &Path,
+    workspace_id: &str,
+    at: &str,
+) -> Result<String, Error> {
+    let storage = LocalStorage::new(data_dir);
+    let mut layers = storage.list(&format!("workspaces/{}/", escape_segment(workspace_id)))?;
+    layers.sort();
+    let prefix = rel_to_root(Path::new(at));
+    for (key, _) in &layers {
+        let Some(file) = storage.get_file(key)? else {
+            continue;
+        };
+        let prefix = prefix.clone();
+        target
+            .import(Box::new(move |writer| {
+                let file = std::fs::File::open(&file)
+                    .map_err(|e| Error::io("opening a workspace layer", e))?;
+                let mut decoder =
+                    zstd::stream::Decoder::new(file).map_err(|e| Error::io("zstd", e))?;
+                let mut builder = tar::Builder::new(writer);
+                retar(&mut decoder, &mut builder, |p| Some(prefix.join(p)))
+                    .and_then(|_| builder.finish())
+                    .map_err(|e| Error::io("attaching the workspace", e))
+            }))
+            .await?;
+    }
+    Ok(format!(
+        "Attached {} workspace layer(s) at {at}",
+        layers.len()
+    ))
+}
+
+/// One path segment against a Go `filepath.Match` pattern.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some('*') => (0..=s.len()).any(|i| go(&p[1..], &s[i..])),
+            Some('?') => !s.is_empty() && go(&p[1..], &s[1..]),
+            Some('\\') if p.len() > 1 => s.first() == Some(&p[1]) && go(&p[2..], &s[1..]),
+            Some('[') => {
+                let Some(end) = p.iter().position(|&c| c == ']') else {
+                    return false;
+                };
+                let Some(&c) = s.first() else { return false };
+                let mut class = &p[1..end];
+                let negate = class.first() == Some(&'^');
+                if negate {
+                    class = &class[1..];
+                }
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == '-' {
+                        hit |= class[i] <= c && c <= class[i + 2];
+                        i += 3;
+                    } else {
+                        hit |= class[i] == c;
+                        i += 1;
+                    }
+                }
+                hit != negate && go(&p[end + 1..], &s[1..])
+            }
+            Some(c) => s.first() == Some(c) && go(&p[1..], &s[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let s: Vec<char> = name.chars().collect();
+    go(&p, &s)
+}
+
+/// `store_artifacts`: files under `source` stored as `<destination>/<relative path>`.
+pub(crate) async fn store_artifacts(
+    target: &Target,
+    data_dir: &Path,
+    job: &JobInfo,
+    node: u32,
+    source: &str,
+    destination: Option<&str>,
+) -> Result<Vec<String>, Error> {
+    let destination = destination
+        .map(|d| d.trim_matches('/').to_owned())
+        .unwrap_or_else(|| source.trim_matches('/').to_owned());
+    let base = data_dir
+        .join("artifacts")
+        .join(escape_segment(&job.name))
+        .join(job.build_num.to_string())
+        .join(node.to_string());
+    let consume: Exporter<Vec<String>> = Box::new(move |reader, _| {
+        let mut archive = tar::Archive::new(reader);
+        let mut stored = vec![];
+        for entry in archive
+            .entries()
+            .map_err(|e| Error::io("reading artifacts", e))?
+        {
+            let mut entry = entry.map_err(|e| Error::io("reading artifacts", e))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry
+                .path()
+                .map_err(|e| Error::io("reading artifacts", e))?
+                .into_owned();
+            let rel = strip_first(&path);
+            let name = if rel.as_os_str().is_empty() {
+                destination.clone()
+            } else {
+                format!("{destination}/{}", rel.display())
+            };
+            let dest = base.join(&name);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("storing artifacts", e))?;
+            }
+            let mut out =
+                std::fs::File::create(&dest).map_err(|e| Error::io("storing artifacts", e))?;
+            std::io::copy(&mut entry, &mut out).map_err(|e| Error::io("storing artifacts", e))?;
+            stored.push(name);
+        }
+        Ok(stored)
+    });
+    target
+        .export(source, consume)
+        .await?
+        .ok_or_else(|| Error::InvalidTask(format!("store_artifacts: {source} does not exist")))
+}
+
+/// `store_test_results`: JUnit files under `source`, parsed and stored for timings.
+pub(crate) async fn store_test_results(
+    target: &Target,
+    data_dir: &Path,
+    job_name: &str,
+    source: &str,
+) -> Result<Vec<TestCase>, Error> {
+    let consume: Exporter<Result<Vec<TestCase>, String>> = Box::new(|reader, _| {
+        let mut archive = tar::Archive::new(reader);
+        let mut cases = vec![];
+        for entry in archive
+            .entries()
+            .map_err(|e| Error::io("reading test results", e))?
+        {
+            let mut entry = entry.map_err(|e| Error::io("reading test results", e))?;
+            let path = entry
+                .path()
+                .map_err(|e| Error::io("reading test results", e))?
+                .into_owned();
+            if !entry.header().entry_type().is_file() || path.extension().is_none_or(|e| e != "xml")
+            {
+                continue;
+            }
+            let mut text = String::new();
+            if entry.read_to_string(&mut text).is_err() {
+                continue;
+            }
+            match parse_junit(&text) {
+                Ok(found) => cases.extend(found),
+                Err(err) => return Ok(Err(format!("{}: {err}", path.display()))),
+            }
+        }
+        Ok(Ok(cases))
+    });
+    let cases = target
+        .export(source, consume)
+        .await?
+        .ok_or_else(|| Error::InvalidTask(format!("store_test_results: {source} does not exist")))?
+        .map_err(|err| Error::InvalidTask(format!("store_test_results: {err}")))?;
+    let json = serde_json::to_vec(&cases).map_err(|e| Error::Storage(e.to_string()))?;
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
+    std::fs::write(tmp.path(), json).map_err(|e| Error::io("writing test results", e))?;
+    let key = format!(
+        "test-results/{}/{}.json",
+        escape_segment(job_name),
+        unique()
+    );
+    LocalStorage::new(data_dir).put_file(&key, tmp.path(), false)?;
+    Ok(cases)
+}
+
+/// Writes `<task_dir>/timings.json` for `circleci tests split --split-by=timings` from the
+/// newest stored test results of the same job. Returns whether there were any.
+pub(crate) async fn install_timings(
+    target: &Target,
+    data_dir: &Path,
+    job_name: &str,
+    task_dir: &str,
+    owner: (u32, u32),
+) -> Result<bool, Error> {
+    let storage = LocalStorage::new(data_dir);
+    let mut results = storage.list(&format!("test-results/{}/", escape_segment(job_name)))?;
+    results.sort();
+    let Some((key, _)) = results.pop() else {
+        return Ok(false);
+    };
+    let Some(file) = storage.get_file(&key)? else {
+        return Ok(false);
+    };
+    let bytes = std::fs::read(&file).map_err(|e| Error::io("reading test results", e))?;
+    let cases: Vec<TestCase> =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("{key}: {e}")))?;
+    let mut tables: [HashMap<String, f64>; 3] = Default::default();
+    for case in &cases {
+        if let Some(file) = &case.file {
+            *tables[0]
+                .entry(file.trim_start_matches("./").to_owned())
+                .or_default() += case.time;
+        }
+        *tables[1].entry(case.classname.clone()).or_default() += case.time;
+        *tables[2].entry(case.name.clone()).or_default() += case.time;
+    }
+    let [filename, classname, testname] = tables;
+    let json =
+        serde_json::json!({"filename": filename, "classname": classname, "testname": testname});
+    let body = serde_json::to_vec(&json).map_err(|e| Error::Storage(e.to_string()))?;
+    let name = rel_to_root(Path::new(task_dir)).join("timings.json");
+    target
+        .import(Box::new(move |writer| {
+            let mut builder = tar::Builder::new(writer);
+            let mut header = tar::Header::new_gnu();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o644);
+            header.set_uid(owner.0.into());
+            header.set_gid(owner.1.into());
+            builder
+                .append_data(&mut header, &name, body.as_slice())
+                .and_then(|()| builder.finish())
+                .map_err(|e| Error::io("writing timings", e))
+        }))
+        .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_and_globs() {
+        assert_eq!(escape_segment("v1/deps-%x"), "v1%2Fdeps-%25x");
+        assert_eq!(unescape(&escape_segment(".a/b%")), ".a/b%");
+        assert!(glob_match("*.txt", "a.txt"));
+        assert!(!glob_match("*.txt", "a.txtx"));
+        assert!(glob_match("[^a]?", "bc"));
+        assert!(glob_match("\\*", "*"));
+    }
+
+    #[test]
+    fn local_storage_first_writer_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::new(dir.path());
+        let src = dir.path().join("src");
+        std::fs::write(&src, b"one").unwrap();
+        assert!(storage.put_file("caches/k1", &src, true).unwrap());
+        std::fs::write(&src, b"two").unwrap();
+        assert!(!storage.put_file("caches/k1", &src, true).unwrap());
+        let got = storage.get_file("caches/k1").unwrap().unwrap();
+        assert_eq!(std::fs::read(got).unwrap(), b"one");
+        assert_eq!(storage.list("caches/k").unwrap().len(), 1);
+        assert!(storage.list("caches/x").unwrap().is_empty());
+    }
+}

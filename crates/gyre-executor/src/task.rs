@@ -1,0 +1,519 @@
+//! The step loop shared by both executors (§4.3): decides which steps run, runs `run`
+//! steps through the helper, and the other built-in steps through [`Target`] file transfer.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use gyre_protocol::helper::{Done, FrameKind, Request, RunRequest};
+use gyre_protocol::{RunStep, StepSpec, TaskSpec, When};
+
+use crate::env::JobEnv;
+use crate::logs::{LogChunk, LogSink, Masker, StepStatus, Stream};
+use crate::session::Session;
+use crate::storage::{self, Target};
+use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus, template};
+
+/// Everything a running task needs.
+pub(crate) struct Runner<'a> {
+    pub task: &'a TaskSpec,
+    pub config: &'a ExecutorConfig,
+    pub session: Session,
+    pub target: Target,
+    pub sink: &'a mut dyn LogSink,
+    pub env: JobEnv,
+    /// Resolved job working directory.
+    pub working_dir: String,
+    pub task_dir: String,
+    pub default_shell: String,
+    /// helper request id -> step index, for background steps still talking.
+    background: HashMap<u32, usize>,
+    maskers: HashMap<(u32, u8), Masker>,
+    tests: Vec<crate::TestCase>,
+    artifacts: Vec<String>,
+}
+
+impl<'a> Runner<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        task: &'a TaskSpec,
+        config: &'a ExecutorConfig,
+        session: Session,
+        target: Target,
+        sink: &'a mut dyn LogSink,
+        env: JobEnv,
+        working_dir: String,
+        task_dir: String,
+    ) -> Runner<'a> {
+        let default_shell = match &task.shell {
+            Some(shell) => shell.clone(),
+            None if session.hello.has_bash => "/bin/bash -eo pipefail".to_owned(),
+            None => "/bin/sh -eo pipefail".to_owned(),
+        };
+        Runner {
+            task,
+            config,
+            session,
+            target,
+            sink,
+            env,
+            working_dir,
+            task_dir,
+            default_shell,
+            background: HashMap::new(),
+            maskers: HashMap::new(),
+            tests: Vec::new(),
+            artifacts: Vec::new(),
+        }
+    }
+
+    /// Creates the working directory and `$BASH_ENV`, then runs every step.
+    pub async fn run(mut self) -> Result<(TaskOutcome, Session, Target), Error> {
+        let id = self.session.next_id();
+        let bash_env = format!("{}/bash.env", self.task_dir);
+        let prepared = self
+            .session
+            .call(
+                Request::Prepare {
+                    id,
+                    dirs: vec![self.working_dir.clone()],
+                    files: vec![bash_env],
+                },
+                id,
+            )
+            .await?;
+        if let Some(error) = prepared.error {
+            let outcome = TaskOutcome {
+                status: TaskStatus::Failed,
+                message: Some(error),
+                steps: vec![],
+                tests: vec![],
+                artifacts: vec![],
+            };
+            return Ok((outcome, self.session, self.target));
+        }
+
+        let mut failed = false;
+        let mut halted = false;
+        let mut message = None;
+        let mut statuses = Vec::with_capacity(self.task.steps.len());
+        for (idx, step) in self.task.steps.iter().enumerate() {
+            let runs = !halted
+                && match step.when() {
+                    When::Always => true,
+                    When::OnSuccess => !failed,
+                    When::OnFail => failed,
+                };
+            let name = step.display_name();
+            if !runs {
+                self.sink.step_started(idx, &name, None);
+                self.sink.step_finished(idx, StepStatus::Skipped);
+                statuses.push(StepStatus::Skipped);
+                continue;
+            }
+            let result = match step {
+                StepSpec::Run(run) => self.run_step(idx, &name, run).await?,
+                other => {
+                    self.sink.step_started(idx, &name, None);
+                    let result = self.builtin_step(idx, other).await;
+                    match result {
+                        Ok(()) => StepResult::ok(),
+                        Err(err) => StepResult::failed(format!("{err}")),
+                    }
+                }
+            };
+            if let Some(text) = &result.message {
+                self.system(idx, text);
+            }
+            self.sink.step_finished(idx, result.status);
+            if result.status == StepStatus::Failed {
+                failed = true;
+                message.get_or_insert_with(|| {
+                    format!(
+                        "step {:?}: {}",
+                        name,
+                        result.message.clone().unwrap_or_default()
+                    )
+                });
+            }
+            halted |= result.halted;
+            statuses.push(result.status);
+        }
+        let outcome = TaskOutcome {
+            status: if failed {
+                TaskStatus::Failed
+            } else {
+                TaskStatus::Success
+            },
+            message,
+            steps: statuses,
+            tests: std::mem::take(&mut self.tests),
+            artifacts: std::mem::take(&mut self.artifacts),
+        };
+        Ok((outcome, self.session, self.target))
+    }
+
+    fn system(&mut self, step: usize, text: &str) {
+        self.sink.chunk(LogChunk {
+            step,
+            stream: Stream::System,
+            timestamp: SystemTime::now(),
+            bytes: format!("{text}\n").into_bytes(),
+        });
+    }
+
+    /// Resolves a path of the config: `~` is the home, relative is under the working dir.
+    pub fn resolve(&self, path: &str) -> String {
+        resolve_path(&self.session.hello.home, &self.working_dir, path)
+    }
+
+    async fn run_step(
+        &mut self,
+        idx: usize,
+        name: &str,
+        run: &RunStep,
+    ) -> Result<StepResult, Error> {
+        let shell = run
+            .shell
+            .clone()
+            .unwrap_or_else(|| self.default_shell.clone());
+        self.sink
+            .step_started(idx, name, Some(&format!("#!{shell}")));
+        let mut env = self.env.vars.clone();
+        for (key, value) in &run.environment {
+            match env.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.clone(),
+                None => env.push((key.clone(), value.clone())),
+            }
+        }
+        let cwd = match &run.working_directory {
+            Some(dir) => self.resolve(dir),
+            None => self.working_dir.clone(),
+        };
+        let timeout = run
+            .no_output_timeout_ms
+            .unwrap_or(self.config.default_no_output_timeout.as_millis() as u64);
+        let id = self.session.next_id();
+        let request = Request::Run(RunRequest {
+            id,
+            argv: shell.split_whitespace().map(str::to_owned).collect(),
+            script: run.command.clone(),
+            env,
+            cwd,
+            no_output_timeout_ms: timeout,
+            halt_file: Some(format!("{}/halt", self.task_dir)),
+        });
+        self.session.send(&request).await?;
+        if run.background {
+            self.background.insert(id, idx);
+            return Ok(StepResult {
+                status: StepStatus::Background,
+                message: None,
+                halted: false,
+            });
+        }
+        let done = self.wait(id, idx).await?;
+        Ok(step_result(&done, timeout))
+    }
+
+    /// Pumps frames until `Done` of `id`, routing output of background steps too.
+    async fn wait(&mut self, id: u32, idx: usize) -> Result<Done, Error> {
+        loop {
+            let frame = self
+                .session
+                .recv()
+                .await
+                .ok_or_else(|| Error::Helper("the helper exited during a step".to_owned()))??;
+            let step = if frame.id == id {
+                Some(idx)
+            } else {
+                self.background.get(&frame.id).copied()
+            };
+            match frame.kind {
+                FrameKind::Stdout | FrameKind::Stderr => {
+                    let Some(step) = step else { continue };
+                    let key = (frame.id, frame.kind as u8);
+                    let secrets = &self.env.secrets;
+                    let masker = self
+                        .maskers
+                        .entry(key)
+                        .or_insert_with(|| Masker::new(secrets.iter().map(String::as_str)));
+                    let bytes = masker.push(&frame.payload);
+                    self.emit(step, frame.kind, bytes);
+                }
+                FrameKind::Done => {
+                    let Some(step) = step else { continue };
+                    self.flush(frame.id, step);
+                    let done: Done = serde_json::from_slice(&frame.payload)
+                        .map_err(|err| Error::Helper(format!("bad done frame: {err}")))?;
+                    if frame.id == id {
+                        return Ok(done);
+                    }
+                    self.background.remove(&frame.id);
+                    tracing::debug!(step, ?done, "background step ended");
+                }
+                FrameKind::Hello => {}
+            }
+        }
+    }
+
+    fn flush(&mut self, id: u32, step: usize) {
+        for kind in [FrameKind::Stdout, FrameKind::Stderr] {
+            if let Some(mut masker) = self.maskers.remove(&(id, kind as u8)) {
+                let rest = masker.flush();
+                self.emit(step, kind, rest);
+            }
+        }
+    }
+
+    fn emit(&mut self, step: usize, kind: FrameKind, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let stream = if kind == FrameKind::Stderr {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        };
+        self.sink.chunk(LogChunk {
+            step,
+            stream,
+            timestamp: SystemTime::now(),
+            bytes,
+        });
+    }
+
+    /// Runs a shell snippet for the executor's own needs (checksum files etc.).
+    async fn builtin_step(&mut self, idx: usize, step: &StepSpec) -> Result<(), Error> {
+        match step {
+            StepSpec::Run(_) => Ok(()),
+            StepSpec::Checkout { path } => {
+                let Some(source) = self.task.checkout.clone() else {
+                    return Err(Error::InvalidTask(
+                        "checkout: the task has no checkout source".into(),
+                    ));
+                };
+                let dest = self.resolve(path.as_deref().unwrap_or("."));
+                let notes =
+                    storage::checkout(&self.target, &self.session.hello, &source, &dest).await?;
+                for note in notes {
+                    self.system(idx, &note);
+                }
+                Ok(())
+            }
+            StepSpec::SaveCache { key, paths, .. } => {
+                let key = self.render(key).await?;
+                let paths: Vec<String> = paths.iter().map(|p| self.resolve(p)).collect();
+                let note =
+                    storage::save_cache(&self.target, &self.config.data_dir, &key, &paths).await?;
+                self.system(idx, &note);
+                Ok(())
+            }
+            StepSpec::RestoreCache { keys, .. } => {
+                let mut rendered = Vec::new();
+                for key in keys {
+                    rendered.push(self.render(key).await?);
+                }
+                let note =
+                    storage::restore_cache(&self.target, &self.config.data_dir, &rendered).await?;
+                self.system(idx, &note);
+                Ok(())
+            }
+            StepSpec::PersistToWorkspace { root, paths } => {
+                let root = self.resolve(root);
+                let note = storage::persist_workspace(
+                    &self.target,
+                    &self.config.data_dir,
+                    &self.task.job.workflow_workspace_id,
+                    &format!("{}-{}", self.task.job.name, self.task.node.index),
+                    &root,
+                    paths,
+                )
+                .await?;
+                self.system(idx, &note);
+                Ok(())
+            }
+            StepSpec::AttachWorkspace { at } => {
+                let at = self.resolve(at);
+                let note = storage::attach_workspace(
+                    &self.target,
+                    &self.config.data_dir,
+                    &self.task.job.workflow_workspace_id,
+                    &at,
+                )
+                .await?;
+                self.system(idx, &note);
+                Ok(())
+            }
+            StepSpec::StoreArtifacts { path, destination } => {
+                let source = self.resolve(path);
+                let stored = storage::store_artifacts(
+                    &self.target,
+                    &self.config.data_dir,
+                    &self.task.job,
+                    self.task.node.index,
+                    &source,
+                    destination.as_deref(),
+                )
+                .await?;
+                self.system(idx, &format!("Uploaded {} artifact(s)", stored.len()));
+                self.artifacts.extend(stored);
+                Ok(())
+            }
+            StepSpec::StoreTestResults { path } => {
+                let source = self.resolve(path);
+                let tests = storage::store_test_results(
+                    &self.target,
+                    &self.config.data_dir,
+                    &self.task.job.name,
+                    &source,
+                )
+                .await?;
+                self.system(idx, &format!("Found {} test case(s)", tests.len()));
+                self.tests.extend(tests);
+                Ok(())
+            }
+            StepSpec::AddSshKeys { fingerprints } => {
+                self.system(
+                    idx,
+                    &format!(
+                        "add_ssh_keys: no SSH keys are configured for this project; {} fingerprint(s) requested, nothing added",
+                        fingerprints.len()
+                    ),
+                );
+                Ok(())
+            }
+            StepSpec::SetupRemoteDocker { .. } => Err(Error::InvalidTask(
+                "setup_remote_docker is not supported by gyre yet".to_owned(),
+            )),
+        }
+    }
+
+    /// Renders a cache key; `checksum` reads files through the target.
+    async fn render(&mut self, key: &str) -> Result<String, Error> {
+        let mut files = HashMap::new();
+        for file in template::checksum_files(key) {
+            let path = self.resolve(&file);
+            let bytes = storage::read_file(&self.target, &path).await?;
+            files.insert(file, bytes);
+        }
+        let env: HashMap<String, String> = self.env.vars.iter().cloned().collect();
+        template::render_key(key, &env, &self.session.hello.arch, &files)
+    }
+}
+
+/// `~`, `~/x`, absolute, or relative to `working_dir`.
+pub(crate) fn resolve_path(home: &str, working_dir: &str, path: &str) -> String {
+    let joined = if path == "~" {
+        home.to_owned()
+    } else if let Some(rest) = path.strip_prefix("~/") {
+        format!("{}/{rest}", home.trim_end_matches('/'))
+    } else if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("{}/{path}", working_dir.trim_end_matches('/'))
+    };
+    normalize(&joined)
+}
+
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+struct StepResult {
+    status: StepStatus,
+    message: Option<String>,
+    halted: bool,
+}
+
+impl StepResult {
+    fn ok() -> StepResult {
+        StepResult {
+            status: StepStatus::Success,
+            message: None,
+            halted: false,
+        }
+    }
+    fn failed(message: String) -> StepResult {
+        StepResult {
+            status: StepStatus::Failed,
+            message: Some(message),
+            halted: false,
+        }
+    }
+}
+
+fn step_result(done: &Done, timeout_ms: u64) -> StepResult {
+    let failed = |message: String| StepResult {
+        halted: done.halted,
+        ..StepResult::failed(message)
+    };
+    if let Some(error) = &done.error {
+        return failed(error.clone());
+    }
+    if done.timed_out {
+        return failed(format!(
+            "Too long with no output (exceeded {}): context deadline exceeded",
+            go_duration(Duration::from_millis(timeout_ms))
+        ));
+    }
+    match (done.exit_code, done.signal) {
+        (Some(0), _) => StepResult {
+            halted: done.halted,
+            ..StepResult::ok()
+        },
+        (Some(127), _) => failed("Exited with code exit status 127 (command not found)".to_owned()),
+        (Some(code), _) => failed(format!("Exited with code exit status {code}")),
+        (None, Some(9)) => failed(
+            "Killed (signal 9, exit status 137): the step was killed, most likely because it ran out of memory"
+                .to_owned(),
+        ),
+        (None, Some(signal)) => failed(format!("Killed by signal {signal}")),
+        (None, None) => failed("the step ended without an exit status".to_owned()),
+    }
+}
+
+/// Go's `time.Duration` text: `10m0s`, `5s`, `1h30m0s`, `1.5s`.
+pub(crate) fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis() as u64;
+    let (h, m) = (ms / 3_600_000, (ms / 60_000) % 60);
+    let s = (ms % 60_000) as f64 / 1000.0;
+    let secs = if s.fract() == 0.0 {
+        format!("{}s", s as u64)
+    } else {
+        format!("{s}s")
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_durations() {
+        assert_eq!(resolve_path("/root", "/root/project", "."), "/root/project");
+        assert_eq!(
+            resolve_path("/root", "/root/project", "~/x/../y"),
+            "/root/y"
+        );
+        assert_eq!(resolve_path("/root", "/w", "sub/dir"), "/w/sub/dir");
+        assert_eq!(resolve_path("/root", "/w", "/abs/"), "/abs");
+        assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(3900)), "1h5m0s");
+    }
+}

@@ -1,0 +1,561 @@
+//! Docker executor on the real engine (images from scripts/test-env.sh, network `none`).
+
+mod common;
+
+use common::*;
+use gyre_executor::{StepStatus, Stream, TaskStatus, TestResult};
+use gyre_protocol::{ContainerSpec, ExecutorSpec, StepSpec, When};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_steps_env_bash_env_and_masking() {
+    let data = tempfile::tempdir().unwrap();
+    let mut task = docker_task(
+        &[DEBIAN],
+        vec![
+            run(
+                "echo \"bash=${BASH_VERSION:+yes} job=$CIRCLE_JOB node=$CIRCLE_NODE_INDEX/$CIRCLE_NODE_TOTAL branch=$CIRCLE_BRANCH pwd=$PWD\"",
+            ),
+            run("echo 'export FROM_BASH_ENV=persisted' >> \"$BASH_ENV\""),
+            run_with("echo \"$FROM_BASH_ENV $STEP_VAR $JOB_VAR\"", |s| {
+                s.environment = vec![
+                    ("STEP_VAR".into(), "step".into()),
+                    ("JOB_VAR".into(), "step-wins".into()),
+                ];
+            }),
+            // The secret leaves in pieces: printf of each half, no newline in between.
+            run(
+                "printf 'token=%s\\n' \"$API_TOKEN\"; printf 'split=%s' \"${API_TOKEN%??????}\"; sleep 0.05; printf '%s\\n' \"${API_TOKEN#??????}\"; echo \"err $API_TOKEN\" >&2",
+            ),
+            run("circleci env subst 'subst=${CIRCLE_JOB}'"),
+        ],
+    );
+    task.environment = vec![
+        secret("API_TOKEN", "s3cr3t-value"),
+        gyre_protocol::EnvVar {
+            name: "JOB_VAR".into(),
+            value: "job".into(),
+            secret: false,
+            source: gyre_protocol::EnvSource::Job,
+        },
+    ];
+    let (outcome, sink) = execute(config("env", data.path()), &task).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(
+        sink.step_text(0),
+        "bash=yes job=build node=0/1 branch=main pwd=/root/project\n"
+    );
+    assert_eq!(sink.step_text(2), "persisted step step-wins\n");
+    let secret_step = sink.step_text(3);
+    assert!(!sink.text().contains("s3cr3t-value"), "{secret_step}");
+    assert!(secret_step.contains("token=****\n"), "{secret_step}");
+    assert!(secret_step.contains("split=****\n"), "{secret_step}");
+    assert!(secret_step.contains("err ****"), "{secret_step}");
+    assert!(
+        sink.chunks
+            .iter()
+            .any(|c| c.step == 3 && c.stream == Stream::Stderr)
+    );
+    assert_eq!(sink.step_text(4), "subst=build");
+    assert_eq!(leftovers("env").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_step_skips_on_success_but_runs_always_and_on_fail() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run("echo first"),
+            run("echo before; exit 3"),
+            run("echo should-not-run"),
+            run_with("echo always-ran", |s| s.when = When::Always),
+            run_with("echo on-fail-ran", |s| s.when = When::OnFail),
+        ],
+    );
+    let (outcome, sink) = execute(config("fail", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(
+        outcome.steps,
+        [
+            StepStatus::Success,
+            StepStatus::Failed,
+            StepStatus::Skipped,
+            StepStatus::Success,
+            StepStatus::Success
+        ]
+    );
+    assert!(
+        sink.step_text(1).contains("Exited with code exit status 3"),
+        "{}",
+        sink.step_text(1)
+    );
+    assert!(!sink.text().contains("should-not-run"));
+    assert_eq!(sink.step_text(3), "always-ran\n");
+    assert_eq!(sink.step_text(4), "on-fail-ran\n");
+    assert_eq!(leftovers("fail").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_without_bash_uses_sh_and_halt_ends_successfully() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run("test ! -e /bin/bash && echo no-bash"),
+            run("circleci step halt"),
+            run("echo after-halt; exit 1"),
+        ],
+    );
+    let executor = gyre_executor::Executor::for_task(&task, config("sh", data.path()))
+        .await
+        .unwrap();
+    let mut sink = HeaderSink::default();
+    let outcome = executor.run(&task, &mut sink).await.unwrap();
+    assert_eq!(outcome.status, TaskStatus::Success, "{:?}", outcome.message);
+    assert_eq!(sink.headers[0].as_deref(), Some("#!/bin/sh -eo pipefail"));
+    assert_eq!(outcome.steps[2], StepStatus::Skipped);
+    assert_eq!(sink.inner.step_text(0), "no-bash\n");
+    assert_eq!(leftovers("sh").await, 0);
+}
+
+#[derive(Default)]
+struct HeaderSink {
+    headers: Vec<Option<String>>,
+    inner: gyre_executor::MemorySink,
+}
+
+impl gyre_executor::LogSink for HeaderSink {
+    fn step_started(&mut self, step: usize, name: &str, header: Option<&str>) {
+        self.headers.push(header.map(str::to_owned));
+        self.inner.step_started(step, name, header);
+    }
+    fn chunk(&mut self, chunk: gyre_executor::LogChunk) {
+        self.inner.chunk(chunk);
+    }
+    fn step_finished(&mut self, step: usize, status: StepStatus) {
+        self.inner.step_finished(step, status);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_output_timeout_kills_the_step() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run_with("echo start; sleep 60; echo never", |s| {
+                s.no_output_timeout_ms = Some(1500)
+            }),
+            run_with("echo cleanup", |s| s.when = When::Always),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config("timeout", data.path()), &task).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    let text = sink.step_text(0);
+    assert!(
+        text.contains("Too long with no output (exceeded 1.5s): context deadline exceeded"),
+        "{text}"
+    );
+    assert!(!text.contains("never"));
+    assert_eq!(sink.step_text(1), "cleanup\n");
+    assert_eq!(leftovers("timeout").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_step_and_service_container_on_localhost() {
+    let data = tempfile::tempdir().unwrap();
+    let mut task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run_with(
+                "mkdir -p /tmp/www && echo served-by-background > /tmp/www/index.html && httpd -f -p 127.0.0.1:8081 -h /tmp/www",
+                |s| s.background = true,
+            ),
+            run(
+                "for i in $(seq 1 100); do wget -q -O - http://127.0.0.1:8081/ 2>/dev/null && break; sleep 0.1; done",
+            ),
+            run(
+                "for i in $(seq 1 100); do wget -q -O - http://localhost:8080/service.txt 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
+            ),
+        ],
+    );
+    let ExecutorSpec::Docker { images } = &mut task.executor else {
+        unreachable!()
+    };
+    images.push(ContainerSpec {
+        image: BUSYBOX.into(),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+        command: Some(vec![
+            "mkdir -p /srv && echo \"service says $GREETING\" > /srv/service.txt && exec httpd -f -p 8080 -h /srv".into(),
+        ]),
+        environment: vec![("GREETING".into(), "hello".into())],
+        ..ContainerSpec::default()
+    });
+    let (outcome, sink) = execute(config("service", data.path()), &task).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(outcome.steps[0], StepStatus::Background);
+    assert_eq!(sink.step_text(1), "served-by-background\n");
+    assert_eq!(sink.step_text(2), "service says hello\n");
+    assert_eq!(leftovers("service").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_into_an_image_without_git() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, sha) = fixture_repo("checkout");
+    let task = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                run(
+                    "test ! -e /usr/bin/git && cat README.md && sh src/hello.sh && test -f .git/HEAD",
+                ),
+                StepSpec::Checkout {
+                    path: Some("sub".into()),
+                },
+                run("ls sub"),
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("checkout", data.path()), &task).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(
+        sink.step_text(1),
+        "# fixture\nhello from the fixture repository\nhello from src\n"
+    );
+    assert_eq!(sink.step_text(3), "README.md\nsrc\n");
+    assert_eq!(leftovers("checkout").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_round_trip_with_a_checksum_key() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, sha) = fixture_repo("cache");
+    let key = "deps-v1-{{ .Branch }}-{{ checksum \"lock.txt\" }}";
+    let save = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                run(
+                    "mkdir -p deps/sub && echo cached-content > deps/sub/file.txt && ln -s sub/file.txt deps/link",
+                ),
+                StepSpec::SaveCache {
+                    name: None,
+                    key: key.into(),
+                    paths: vec!["deps".into(), "~/absent".into()],
+                    when: When::OnSuccess,
+                },
+                StepSpec::SaveCache {
+                    name: None,
+                    key: key.into(),
+                    paths: vec!["deps".into()],
+                    when: When::OnSuccess,
+                },
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("cache", data.path()), &save).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert!(
+        sink.step_text(3).contains("cache already exists"),
+        "{}",
+        sink.step_text(3)
+    );
+    let restore = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                StepSpec::RestoreCache {
+                    name: None,
+                    keys: vec!["nothing-like-this".into(), key.into(), "deps-v1-".into()],
+                },
+                run("cat deps/sub/file.txt deps/link"),
+                StepSpec::RestoreCache {
+                    name: None,
+                    keys: vec!["absent-".into()],
+                },
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("cache", data.path()), &restore).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert!(
+        sink.step_text(1)
+            .contains("Found a cache from key deps-v1-main-"),
+        "{}",
+        sink.step_text(1)
+    );
+    assert_eq!(sink.step_text(2), "cached-content\ncached-content\n");
+    assert!(
+        sink.step_text(3).contains("No cache is found"),
+        "{}",
+        sink.step_text(3)
+    );
+    assert_eq!(leftovers("cache").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_passed_between_two_tasks() {
+    let data = tempfile::tempdir().unwrap();
+    let first = docker_task(
+        &[BUSYBOX],
+        vec![
+            run(
+                "mkdir -p /tmp/ws/out/nested && echo built > /tmp/ws/out/nested/app.bin && echo skip > /tmp/ws/other.txt && echo yes > /tmp/ws/keep.txt",
+            ),
+            StepSpec::PersistToWorkspace {
+                root: "/tmp/ws".into(),
+                paths: vec!["out".into(), "*.txt".into()],
+            },
+        ],
+    );
+    let (outcome, sink) = execute(config("workspace", data.path()), &first).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    let mut second = docker_task(
+        &[DEBIAN],
+        vec![
+            StepSpec::AttachWorkspace {
+                at: "attached".into(),
+            },
+            run("cat attached/out/nested/app.bin attached/keep.txt attached/other.txt"),
+        ],
+    );
+    second.job.name = "deploy".into();
+    let (outcome, sink) = execute(config("workspace", data.path()), &second).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(sink.step_text(1), "built\nyes\nskip\n");
+    assert_eq!(leftovers("workspace").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_results_parsed_then_used_for_timing_split() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, sha) = fixture_repo("test-results");
+    let first = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                run("mkdir -p results/pytest && cp junit.xml results/pytest/"),
+                StepSpec::StoreTestResults {
+                    path: "results".into(),
+                },
+                StepSpec::StoreArtifacts {
+                    path: "results/pytest/junit.xml".into(),
+                    destination: Some("reports".into()),
+                },
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("results", data.path()), &first).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(outcome.tests.len(), 5);
+    let failing = &outcome.tests[2];
+    assert_eq!(
+        (failing.name.as_str(), failing.classname.as_str()),
+        ("test_c", "tests.test_c")
+    );
+    assert_eq!(failing.result, TestResult::Failure);
+    assert_eq!(failing.message.as_deref(), Some("assert 1 == 2"));
+    assert_eq!(failing.file.as_deref(), Some("tests/test_c.py"));
+    assert_eq!(outcome.tests[0].time, 10.0);
+    assert_eq!(outcome.artifacts, ["reports"]);
+    let stored = data.path().join("artifacts/build/42/0/reports");
+    assert!(
+        std::fs::read_to_string(stored)
+            .unwrap()
+            .contains("test_skip")
+    );
+
+    let split = "circleci tests glob 'tests/**/*.py' | circleci tests split --split-by=timings --total 2 --index";
+    let second = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                run(&format!("{split} 0")),
+                run(&format!("{split} 1")),
+                run("circleci tests glob 'tests/*.py' | circleci tests split"),
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("results", data.path()), &second).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(sink.step_text(1), "tests/test_a.py\n");
+    assert_eq!(
+        sink.step_text(2),
+        "tests/test_b.py\ntests/test_c.py\ntests/test_d.py\n"
+    );
+    assert_eq!(
+        sink.step_text(3),
+        "tests/test_a.py\ntests/test_b.py\ntests/test_c.py\ntests/test_d.py\n"
+    );
+    assert_eq!(leftovers("results").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_image_fails_with_its_name_and_leaves_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(&[BUSYBOX, "gyre-test/no-such-image:1.0"], vec![run("true")]);
+    let started = std::time::Instant::now();
+    let (outcome, _sink) = execute(config("unknown", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    let message = outcome.message.unwrap();
+    assert!(
+        message.contains("image gyre-test/no-such-image:1.0 is not available"),
+        "{message}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert_eq!(leftovers("unknown").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_steps_fail_clearly() {
+    let data = tempfile::tempdir().unwrap();
+    let mut task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run_with("echo here", |s| {
+                s.working_directory = Some("/does/not/exist".into())
+            }),
+            run_with("no-such-command --flag", |s| s.when = When::Always),
+            run_with(
+                "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo ${#x}",
+                |s| s.when = When::Always,
+            ),
+            StepSpec::SetupRemoteDocker { version: None },
+        ],
+    );
+    task.resources.memory_bytes = Some(64 * 1024 * 1024);
+    let (outcome, sink) = execute(config("bad", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(
+        outcome.steps,
+        [
+            StepStatus::Failed,
+            StepStatus::Failed,
+            StepStatus::Failed,
+            StepStatus::Skipped
+        ]
+    );
+    assert!(
+        sink.step_text(0)
+            .contains("the working directory /does/not/exist does not exist"),
+        "{}",
+        sink.step_text(0)
+    );
+    assert!(
+        sink.step_text(1)
+            .contains("exit status 127 (command not found)"),
+        "{}",
+        sink.step_text(1)
+    );
+    assert!(
+        sink.step_text(2).contains("ran out of memory"),
+        "{}",
+        sink.step_text(2)
+    );
+    assert!(outcome.message.unwrap().contains("does not exist"));
+    assert_eq!(leftovers("bad").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_remote_docker_says_unsupported() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![StepSpec::SetupRemoteDocker { version: None }],
+    );
+    let (outcome, sink) = execute(config("remote", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert!(
+        sink.step_text(0)
+            .contains("setup_remote_docker is not supported"),
+        "{}",
+        sink.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_task_removes_its_containers() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(&[BUSYBOX, BUSYBOX], vec![run("echo started; sleep 120")]);
+    let executor = gyre_executor::Executor::for_task(&task, config("cancel", data.path()))
+        .await
+        .unwrap();
+    let mut sink = gyre_executor::MemorySink::default();
+    let run = executor.run(&task, &mut sink);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), run).await;
+    assert!(result.is_err(), "the step should still be running");
+    assert!(sink.text().contains("started"), "{}", sink.text());
+    assert_eq!(leftovers("cancel").await, 0);
+}
