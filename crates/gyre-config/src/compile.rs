@@ -308,6 +308,12 @@ impl Compiler<'_> {
         let mut out = Map::default();
         let span = root.span;
         out.insert(key("version", span), Node::new(Value::Int(2), span));
+        // A setup config stays one after processing (§5.14).
+        if let Some((k, v)) = top.get_entry("setup")
+            && v.value == Value::Bool(true)
+        {
+            out.insert(k.clone(), v.clone());
+        }
         let jobs = Map {
             entries: self
                 .out_jobs
@@ -2090,6 +2096,14 @@ fn condition_value(cond: &Node, pipeline: &Pipeline, workflow: bool, rep: &mut R
             };
         }
     }
+    // Step conditions arrive templated with the job; workflow ones are templated here.
+    let templated;
+    let cond = if workflow {
+        templated = template::template(cond, &scope, rep);
+        &templated
+    } else {
+        cond
+    };
     match expr::eval_logic(cond, 0) {
         Ok(b) => b,
         Err((span, msg)) => {
