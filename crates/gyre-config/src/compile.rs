@@ -67,6 +67,8 @@ pub struct CompiledWorkflow {
     pub jobs: Vec<Instance>,
     /// Legacy `triggers` (scheduled workflow), kept as written.
     pub triggers: Option<Node>,
+    /// `max_auto_reruns` of the workflow, kept as written.
+    pub max_auto_reruns: Option<Node>,
 }
 
 /// One job in a workflow after matrix expansion and naming.
@@ -729,6 +731,7 @@ impl Compiler<'_> {
                 self.check_triggers(&name, t);
                 wf_out.triggers = Some(t.clone());
             }
+            wf_out.max_auto_reruns = body.get("max_auto_reruns").cloned();
             for (k, _) in &body.entries {
                 if !matches!(
                     k.name.as_str(),
@@ -825,6 +828,7 @@ impl Compiler<'_> {
             span,
             jobs: instances,
             triggers: None,
+            max_auto_reruns: None,
         }
     }
 
@@ -2189,6 +2193,9 @@ fn workflow_node(wf: &CompiledWorkflow) -> Node {
     let mut body = Map::default();
     if let Some(t) = &wf.triggers {
         body.insert(key("triggers", span), t.clone());
+    }
+    if let Some(n) = &wf.max_auto_reruns {
+        body.insert(key("max_auto_reruns", span), n.clone());
     }
     body.insert(key("jobs", span), Node::new(Value::Seq(jobs), span));
     Node::new(Value::Map(body), span)
