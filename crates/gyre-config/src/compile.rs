@@ -663,7 +663,24 @@ impl Compiler<'_> {
                 return None;
             }
             let span = top.get("jobs").map(|j| j.span).unwrap_or_default();
-            let item = Node::str("build", span);
+            let mut item = Node::str("build", span);
+            // 2.0: the job's own `branches` filters its implicit workflow (§5.4.5).
+            if self.version == Version::V20
+                && let Some(b) = top
+                    .get("jobs")
+                    .and_then(|j| j.get("build")?.get("branches"))
+            {
+                let mut filters = Map::default();
+                filters.insert(key("branches", b.span), b.clone());
+                let mut args = Map::default();
+                args.insert(
+                    key("filters", b.span),
+                    Node::new(Value::Map(filters), b.span),
+                );
+                let mut m = Map::default();
+                m.insert(key("build", span), Node::new(Value::Map(args), span));
+                item = Node::new(Value::Map(m), span);
+            }
             let wf = self.workflow("workflow", span, &[item]);
             out.push(wf);
             return Some(out);
