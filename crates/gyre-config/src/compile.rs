@@ -1473,7 +1473,19 @@ impl Compiler<'_> {
                 );
             }
         }
-        let bindings = self.bind(&decls, args, call, is_orb, scope);
+        let mut bindings = self.bind(&decls, args, call, is_orb, scope);
+        // Steps arguments are expanded where they were written: arguments in the
+        // config's workflows, defaults in the job's own scope (an orb's, say).
+        for d in &decls {
+            if d.ty == ParamType::Steps
+                && let Some(v) = bindings.get(&d.name).cloned()
+            {
+                let from = if args.contains(&d.name) { 0 } else { scope };
+                let mut expanded = Vec::new();
+                self.expand_steps(from, &v, &mut expanded, 1);
+                bindings.insert(d.name.clone(), Node::new(Value::Seq(expanded), v.span));
+            }
+        }
         let mut body = body.clone();
         body.remove("parameters");
         let body_node = Node::new(Value::Map(body), job.span);
