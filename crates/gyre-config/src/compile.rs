@@ -141,6 +141,8 @@ struct ScopeDef {
     commands: IndexMap<String, Node>,
     executors: IndexMap<String, Node>,
     jobs: IndexMap<String, Node>,
+    /// Where each job's name is written, for messages about the whole job.
+    job_keys: IndexMap<String, Span>,
     imports: IndexMap<String, usize>,
     /// Imports that failed, with why: an error only if an element of them is used.
     missing: IndexMap<String, String>,
@@ -366,9 +368,11 @@ impl Compiler<'_> {
                                 params::value_type(&node.value)
                             ),
                         );
-                        continue;
+                        // The default stands in, so uses of the parameter do not cascade.
+                        d.default.clone().unwrap_or(Node::new(Value::Null, d.span))
+                    } else {
+                        node
                     }
-                    node
                 }
                 None => d.default.clone().unwrap_or(Node::new(Value::Null, d.span)),
             };
@@ -397,10 +401,21 @@ impl Compiler<'_> {
         let commands = section("commands", &mut self.rep);
         let executors = section("executors", &mut self.rep);
         let jobs = section("jobs", &mut self.rep);
+        let job_keys = top
+            .get("jobs")
+            .and_then(Node::as_map)
+            .map(|m| {
+                m.entries
+                    .iter()
+                    .map(|(k, _)| (k.name.clone(), k.span))
+                    .collect()
+            })
+            .unwrap_or_default();
         self.scopes.push(ScopeDef {
             commands,
             executors,
             jobs,
+            job_keys,
             imports: IndexMap::new(),
             missing: IndexMap::new(),
             opaque: Vec::new(),
@@ -475,7 +490,12 @@ impl Compiler<'_> {
                         continue;
                     }
                     if depth == 0 {
-                        self.registry_orb(&text, value.span, depth)
+                        let id = self.registry_orb(&text, value.span, depth);
+                        if id.is_none() {
+                            // Reported here: uses of its elements are not reported again.
+                            self.scopes[scope].opaque.push(alias.to_string());
+                        }
+                        id
                     } else {
                         // An orb's own imports are reported only when something uses them:
                         // a published orb was valid when it was published.
@@ -639,11 +659,18 @@ impl Compiler<'_> {
     /// "Cannot find a definition for <kind> named <name>", saying why when the name
     /// belongs to an orb that could not be imported.
     fn not_found(&mut self, scope: usize, span: Span, kind: &str, name: &str) {
-        let why = name
-            .split_once('/')
-            .and_then(|(alias, _)| self.scopes[scope].missing.get(alias))
-            .map(|m| format!(" ({m})"))
-            .unwrap_or_default();
+        let s = &self.scopes[scope];
+        let why = match name.split_once('/') {
+            Some((alias, _)) if s.missing.contains_key(alias) => {
+                format!(" ({})", s.missing[alias])
+            }
+            Some((alias, _))
+                if scope == 0 && self.version == Version::V21 && !s.imports.contains_key(alias) =>
+            {
+                format!(" (no orb is imported as '{alias}')")
+            }
+            _ => String::new(),
+        };
         self.error(
             span,
             format!("Cannot find a definition for {kind} named {name}{why}"),
@@ -749,6 +776,17 @@ impl Compiler<'_> {
                 wf_out.triggers = Some(t.clone());
             }
             wf_out.max_auto_reruns = body.get("max_auto_reruns").cloned();
+            if let Some(n) = body.get("max_auto_reruns")
+                && !matches!(n.value, Value::Int(1..=5))
+            {
+                let span = n.span;
+                self.rep.within(format!("workflow '{name}'"), |rep| {
+                    rep.error(
+                        Some(span),
+                        "`max_auto_reruns` must be an integer from 1 to 5",
+                    )
+                });
+            }
             for (k, _) in &body.entries {
                 if !matches!(
                     k.name.as_str(),
@@ -784,7 +822,7 @@ impl Compiler<'_> {
                 Some(cron) if cron.split_whitespace().count() == 5 => {}
                 Some(_) => self.rep.within(ctx.clone(), |rep| {
                     rep.error(
-                        Some(schedule.span),
+                        schedule.get("cron").map(|c| c.span),
                         "`cron` must have five fields (minute hour day month weekday)",
                     )
                 }),
@@ -948,8 +986,16 @@ impl Compiler<'_> {
                 matrix: if is_matrix { Some(&matrix_b) } else { None },
             };
             let mut templated = Map::default();
+            let matrix_params = args
+                .get("matrix")
+                .and_then(|m| m.get("parameters"))
+                .and_then(Node::as_map);
             for (name, v) in &combo {
-                templated.insert(key(name, v.span), v.clone());
+                // The argument is named where the matrix parameter is written.
+                let at = matrix_params
+                    .and_then(|p| p.get_entry(name))
+                    .map_or(v.span, |(k, _)| k.span);
+                templated.insert(key(name, at), v.clone());
             }
             for (k, v) in &args.entries {
                 if k.name == "matrix" {
@@ -1035,8 +1081,8 @@ impl Compiler<'_> {
             group: None,
         };
         let start = out.len();
-        for item in items.to_vec() {
-            self.invocation(&item, out, Some(&marker), 1);
+        for item in items {
+            self.invocation(item, out, Some(&marker), 1);
         }
         // Members without requirements inside the group inherit the group's requires.
         let group_requires = args.get("requires").cloned();
@@ -1059,7 +1105,8 @@ impl Compiler<'_> {
             return vec![Bindings::new()];
         };
         if self.version == Version::V20 {
-            self.error(m.span, "`matrix` requires `version: 2.1`");
+            let span = args.get_entry("matrix").map_or(m.span, |(k, _)| k.span);
+            self.error(span, "`matrix` requires `version: 2.1`");
             return vec![Bindings::new()];
         }
         let scope = Scope::pipeline_only(&self.pipeline, true);
@@ -1125,8 +1172,10 @@ impl Compiler<'_> {
                     );
                     continue;
                 };
+                let mut unknown = false;
                 for (k, _) in &exm.entries {
                     if !params.contains(&k.name) {
+                        unknown = true;
                         let (kn, ks) = (k.name.clone(), k.span);
                         self.error(
                             ks,
@@ -1142,7 +1191,7 @@ impl Compiler<'_> {
                                 .is_some_and(|cv| expr::values_equal(&cv.value, &v.value))
                         }))
                 });
-                if combos.len() == before {
+                if combos.len() == before && !unknown {
                     self.rep.warning(
                         Some(ex.span),
                         "this `exclude` entry matches no matrix combination",
@@ -1267,6 +1316,7 @@ impl Compiler<'_> {
                     t.scalar_text().unwrap_or_default()
                 ),
             );
+            return None;
         }
         if let Some(f) = args.get("filters") {
             let f = f.clone();
@@ -1501,6 +1551,13 @@ impl Compiler<'_> {
             body_node
         };
         let mut body = body_node.as_map().cloned().unwrap_or_default();
+        // Problems of the whole job are reported at its name.
+        let keys = &self.scopes[scope].job_keys;
+        let at = keys
+            .get(name)
+            .or_else(|| name.split_once('/').and_then(|(_, local)| keys.get(local)))
+            .copied()
+            .unwrap_or(job.span);
         let job_type = body
             .get("type")
             .and_then(Node::scalar_text)
@@ -1516,19 +1573,22 @@ impl Compiler<'_> {
             );
         }
         // Executor.
-        if let Some(exec) = body.remove("executor") {
-            if let Some(resolved) = self.resolve_executor(scope, &exec, 0) {
-                merge_executor(&mut body, resolved);
-            }
+        let errors_before = self.rep.error_count();
+        if let Some(exec) = body.remove("executor")
+            && let Some(resolved) = self.resolve_executor(scope, &exec, 0)
+        {
+            merge_executor(&mut body, resolved);
         }
+        let executor_failed = self.rep.error_count() > errors_before;
         let types: Vec<&str> = EXECUTOR_TYPES
             .iter()
             .copied()
             .filter(|t| body.contains(t))
             .collect();
         if types.len() > 1 {
+            let span = body.get_entry(types[1]).map_or(at, |(k, _)| k.span);
             self.error(
-                job.span,
+                span,
                 format!(
                     "job '{name}' has more than one executor type: {}",
                     types.join(", ")
@@ -1536,9 +1596,9 @@ impl Compiler<'_> {
             );
         }
         let opaque_executor = body.get("executor").is_some();
-        if job_type == "build" && types.is_empty() && !opaque_executor {
+        if job_type == "build" && types.is_empty() && !opaque_executor && !executor_failed {
             self.error(
-                job.span,
+                at,
                 format!("job '{name}' has no executor: give it `docker`, `machine`, `macos` or `executor`"),
             );
         }
@@ -1552,7 +1612,7 @@ impl Compiler<'_> {
         match body.get("steps").cloned() {
             Some(s) => self.expand_steps(scope, &s, &mut steps, 0),
             None if job_type == "build" => {
-                self.error(job.span, format!("job '{name}' has no `steps`"));
+                self.error(at, format!("job '{name}' has no `steps`"));
             }
             None => {}
         }
@@ -1712,11 +1772,27 @@ impl Compiler<'_> {
                 self.error(ks, format!("unknown key `{kn}` in executor '{name}'"));
             }
         }
-        let types = EXECUTOR_TYPES.iter().filter(|t| out.contains(t)).count();
-        if types != 1 {
+        let types: Vec<&str> = EXECUTOR_TYPES
+            .iter()
+            .copied()
+            .filter(|t| out.contains(t))
+            .collect();
+        if types.len() > 1 {
+            let span = out.get_entry(types[1]).map_or(def.span, |(k, _)| k.span);
+            self.error(
+                span,
+                format!(
+                    "executor '{name}' has more than one executor type: {}",
+                    types.join(", ")
+                ),
+            );
+            // Only the first is kept: the job using it is not reported again.
+            out.entries
+                .retain(|(k, _)| k.name == types[0] || !types.contains(&k.name.as_str()));
+        } else if types.is_empty() {
             self.error(
                 def.span,
-                format!("executor '{name}' must have exactly one of docker, machine, macos"),
+                format!("executor '{name}' has no executor type: give it `docker`, `machine`, `macos` or `windows`"),
             );
         }
         out.entries
@@ -1789,12 +1865,18 @@ impl Compiler<'_> {
         };
         match name.as_str() {
             "when" | "unless" if self.templating() => {
-                let Some(arg) = arg else {
-                    self.error(name_span, format!("`{name}` needs `condition` and `steps`"));
-                    return;
-                };
-                let (Some(cond), Some(inner)) = (arg.get("condition"), arg.get("steps")) else {
-                    self.error(arg.span, format!("`{name}` needs `condition` and `steps`"));
+                let (Some(cond), Some(inner)) = (
+                    arg.as_ref().and_then(|a| a.get("condition")),
+                    arg.as_ref().and_then(|a| a.get("steps")),
+                ) else {
+                    let missing = match arg.as_ref().map(|a| a.get("condition").is_some()) {
+                        Some(true) => "steps",
+                        _ => "condition",
+                    };
+                    self.error(
+                        name_span,
+                        format!("required key [{missing}] not found in `{name}` step"),
+                    );
                     return;
                 };
                 let (cond, inner) = (cond.clone(), inner.clone());
@@ -2011,6 +2093,11 @@ pub fn env_map(n: &Node) -> Map {
                 if let Some(s) = i.as_str() {
                     let (k, v) = s.split_once('=').unwrap_or((s, ""));
                     m.insert(key(k, i.span), Node::str(v, i.span));
+                } else if let Some(entries) = i.as_map() {
+                    // `- KEY: value` items, as many real configs write them.
+                    for (k, v) in &entries.entries {
+                        m.insert(k.clone(), v.clone());
+                    }
                 }
             }
             m

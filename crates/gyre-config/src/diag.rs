@@ -129,8 +129,25 @@ impl Diagnostic {
             let number = span.line.to_string();
             let pad = " ".repeat(number.len());
             let shown: String = line.replace('\t', " ");
+            let mut col = span.col.saturating_sub(1) as usize;
+            // A long line (a one-line JSON config) is shown around the caret.
+            let chars: Vec<char> = shown.chars().collect();
+            let shown = if chars.len() > 120 {
+                let start = col.saturating_sub(40).min(chars.len());
+                let end = (start + 100).min(chars.len());
+                let mut s: String = chars[start..end].iter().collect();
+                if start > 0 {
+                    s.insert_str(0, "...");
+                    col = col - start + 3;
+                }
+                if end < chars.len() {
+                    s.push_str("...");
+                }
+                s
+            } else {
+                shown
+            };
             let _ = writeln!(out, "  {number} | {shown}");
-            let col = span.col.saturating_sub(1) as usize;
             let width = shown.chars().count().saturating_sub(col).max(1);
             let len = (span.len as usize).clamp(1, width);
             let _ = writeln!(out, "  {pad} | {}{}", " ".repeat(col), "^".repeat(len));
@@ -159,7 +176,13 @@ impl Reporter {
     pub fn error(&mut self, span: Option<Span>, message: impl Into<String>) {
         let mut d = Diagnostic::error(span, message);
         d.context = self.context.clone();
-        if !self.diags.contains(&d) {
+        // The same problem at the same place is reported once, whichever job or
+        // matrix combination reached it first.
+        if !self
+            .diags
+            .iter()
+            .any(|x| x.severity == d.severity && x.span == d.span && x.message == d.message)
+        {
             self.diags.push(d);
         }
     }

@@ -371,7 +371,13 @@ pub fn compile_full(pattern: &str) -> Result<fancy_regex::Regex, String> {
     fancy_regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .backtrack_limit(100_000)
         .build()
-        .map_err(|e| format!("invalid regular expression /{pattern}/: {e}"))
+        .map_err(|e| match e {
+            // The position would count in the anchored pattern, not the one written.
+            fancy_regex::Error::ParseError(_, kind) => {
+                format!("invalid regular expression /{pattern}/: {kind}")
+            }
+            e => format!("invalid regular expression /{pattern}/: {e}"),
+        })
 }
 
 /// Evaluates a legacy logic statement (§2.8): `and`, `or`, `not`, `equal`, `matches`,

@@ -147,14 +147,13 @@ pub fn parse_decls(node: Option<&Node>, owner: Owner, rep: &mut Reporter) -> Vec
                     value_type(&def.value)
                 ),
             );
-            continue;
+            // Kept (the error is reported): uses of the parameter are not errors too.
         }
         if owner == Owner::Pipeline && default.is_none() {
             rep.error(
                 Some(key.span),
                 format!("pipeline parameter '{name}' needs a `default`"),
             );
-            continue;
         }
         out.push(ParamDecl {
             name: name.clone(),
@@ -253,14 +252,19 @@ pub fn bind(decls: &[ParamDecl], args: &Map, call: Span, rep: &mut Reporter) -> 
                             value_type(&v.value)
                         ),
                     );
-                    continue;
+                    // Bound anyway (the error is reported) so uses do not cascade.
+                    match &d.default {
+                        Some(def) => coerce(&d.ty, def),
+                        None => coerce(&d.ty, &Node::new(Value::Null, v.span)),
+                    }
+                } else {
+                    v
                 }
-                v
             }
             (None, Some(def)) => coerce(&d.ty, def),
             (None, None) => {
                 missing.push(d.name.as_str());
-                continue;
+                coerce(&d.ty, &Node::new(Value::Null, call))
             }
         };
         out.insert(d.name.clone(), value);

@@ -429,6 +429,17 @@ fn env_list(n: &Node, rep: &mut Reporter) -> Vec<(String, String)> {
         );
         return Vec::new();
     }
+    for item in n.as_seq().unwrap_or_default() {
+        if !matches!(item.value, Value::Str(_) | Value::Map(_)) {
+            rep.error(
+                Some(item.span),
+                format!(
+                    "`environment` must be a map, or a list of KEY=VALUE strings or KEY: VALUE maps; found {} in the list",
+                    item.type_name()
+                ),
+            );
+        }
+    }
     env_map(n)
         .entries
         .into_iter()
@@ -466,7 +477,13 @@ fn job(node: &Node, rep: &mut Reporter) -> Option<Job> {
     let m = node.as_map()?;
     let executor = if let Some(d) = m.get("docker") {
         let Some(items) = d.as_seq().filter(|s| !s.is_empty()) else {
-            rep.error(Some(d.span), "`docker` must be a non-empty list of images");
+            rep.error(
+                Some(d.span),
+                format!(
+                    "`docker` must be a non-empty list of images, found {}",
+                    d.type_name()
+                ),
+            );
             return None;
         };
         Executor::Docker(items.iter().filter_map(|i| docker_image(i, rep)).collect())
@@ -821,6 +838,16 @@ fn step(s: &Node, rep: &mut Reporter) -> Option<Step> {
         check_keys(args, allowed, &format!("a `{name}` step"), rep);
     }
     Some(match name {
+        "run" | "deploy"
+            if arg.is_some_and(|a| a.get("command").is_none() && a.as_map().is_some()) =>
+        {
+            let at = s.as_map().map_or(s.span, |m| m.entries[0].0.span);
+            rep.error(
+                Some(at),
+                format!("required key [command] not found in `{name}`"),
+            );
+            return None;
+        }
         "run" => Step::Run(run(arg?, rep)?),
         "deploy" => Step::Deploy(run(arg?, rep)?),
         "checkout" => Step::Checkout {

@@ -205,10 +205,7 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
         docs: 0,
     };
     let mut parser = Parser::new_from_str(text);
-    loop {
-        let Some(next) = parser.next_event() else {
-            break;
-        };
+    while let Some(next) = parser.next_event() {
         match next {
             Ok((event, span)) => {
                 let at = builder.span(&span.start);
@@ -218,15 +215,58 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
             }
             Err(err) => {
                 let m = err.marker();
-                let span = Span {
+                let mut span = Span {
                     source,
                     line: m.line() as u32,
                     col: m.col() as u32 + 1,
                     len: 1,
                 };
+                let mut info = err.info().to_string();
+                if info.contains("found a tab") {
+                    // The scanner reports where the scalar began; show the tab itself.
+                    let tab = text
+                        .lines()
+                        .enumerate()
+                        .skip(span.line.saturating_sub(1) as usize)
+                        .find_map(|(i, l)| {
+                            let indent = l.len() - l.trim_start_matches([' ', '\t']).len();
+                            l[..indent].find('\t').map(|c| (i, c))
+                        });
+                    if let Some((i, c)) = tab {
+                        span.line = i as u32 + 1;
+                        span.col = l_col(text, i, c);
+                        info =
+                            "found a tab character that violates indentation (indent with spaces)"
+                                .into();
+                    }
+                } else if info.contains("unknown anchor") {
+                    let line = text
+                        .lines()
+                        .nth(span.line.saturating_sub(1) as usize)
+                        .unwrap_or_default();
+                    let alias: String = line
+                        .chars()
+                        .skip(span.col as usize)
+                        .take_while(|c| {
+                            !c.is_whitespace() && !matches!(c, ',' | '[' | ']' | '{' | '}')
+                        })
+                        .collect();
+                    if !alias.is_empty() {
+                        span.len = alias.chars().count() as u32 + 1;
+                        info = format!("unknown anchor '{alias}' referenced (no `&{alias}` above)");
+                    }
+                } else if info.contains("recursion limit exceeded") {
+                    info = "nesting too deep (recursion limit exceeded)".into();
+                } else if info.contains("in flow construct") {
+                    info.push_str(": is a `[` or `{` above not closed?");
+                } else if info.contains("in quoted scalar")
+                    || info.contains("unexpected end of stream") && info.contains("quoted")
+                {
+                    info.push_str(": is the quote closed?");
+                }
                 return Err(Diagnostic::error(
                     Some(span),
-                    format!("Error parsing config file: {}", err.info()),
+                    format!("Error parsing config file: {info}"),
                 ));
             }
         }
@@ -462,6 +502,12 @@ fn scalar_value(
     })
 }
 
+/// The 1-based character column of byte offset `byte` in line `line` (0-based) of `text`.
+fn l_col(text: &str, line: usize, byte: usize) -> u32 {
+    let l = text.lines().nth(line).unwrap_or_default();
+    l.get(..byte).map_or(1, |p| p.chars().count() as u32 + 1)
+}
+
 /// Types a plain scalar by the YAML 1.2 core schema.
 pub fn plain_value(text: &str) -> Value {
     match text {
@@ -496,10 +542,10 @@ pub fn plain_value(text: &str) -> Value {
     {
         return Value::Int(i);
     }
-    if is_float(body) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Value::Float(f, text.to_string());
-        }
+    if is_float(body)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Value::Float(f, text.to_string());
     }
     Value::Str(text.to_string())
 }
@@ -537,11 +583,11 @@ fn is_float(b: &[u8]) -> bool {
 /// Turns raw `(key, value)` pairs into a [`Map`], applying merge keys.
 fn merge_mapping(entries: Vec<(Node, Node)>) -> Result<Map, Diagnostic> {
     let mut explicit: Vec<(Key, Node)> = Vec::with_capacity(entries.len());
-    let mut merges: Vec<(usize, Node)> = Vec::new();
+    let mut merges: Vec<(usize, Node, Span)> = Vec::new();
     for (key, value) in entries {
         let is_merge = matches!(&key.value, Value::Str(s) if s == "<<") && key.span.len == 2;
         if is_merge {
-            merges.push((explicit.len(), value));
+            merges.push((explicit.len(), value, key.span));
             continue;
         }
         let name = match &key.value {
@@ -557,12 +603,17 @@ fn merge_mapping(entries: Vec<(Node, Node)>) -> Result<Map, Diagnostic> {
             name,
             span: key.span,
         };
-        // Duplicate keys: the last one wins, at the position of the first.
-        if let Some(slot) = explicit.iter_mut().find(|(k, _)| k.name == key.name) {
-            slot.1 = value;
-        } else {
-            explicit.push((key, value));
+        // Duplicate keys are an error, as CircleCI's YAML loader has them.
+        if let Some((first, _)) = explicit.iter().find(|(k, _)| k.name == key.name) {
+            return Err(Diagnostic::error(
+                Some(key.span),
+                format!(
+                    "Error parsing config file: found duplicate key `{}` (already defined at line {}, column {})",
+                    key.name, first.span.line, first.span.col
+                ),
+            ));
         }
+        explicit.push((key, value));
     }
     if merges.is_empty() {
         return Ok(Map { entries: explicit });
@@ -572,7 +623,7 @@ fn merge_mapping(entries: Vec<(Node, Node)>) -> Result<Map, Diagnostic> {
     let mut explicit_iter = explicit.iter().cloned().enumerate().peekable();
     let mut seen: std::collections::HashSet<String> =
         explicit.iter().map(|(k, _)| k.name.clone()).collect();
-    for (pos, source) in merges {
+    for (pos, source, merge_at) in merges {
         while let Some((idx, _)) = explicit_iter.peek() {
             if *idx >= pos {
                 break;
@@ -586,18 +637,24 @@ fn merge_mapping(entries: Vec<(Node, Node)>) -> Result<Map, Diagnostic> {
             Value::Seq(items) => items,
             Value::Null => Vec::new(),
             _ => {
+                // At the `<<`: an alias carries the position of its anchor.
                 return Err(Diagnostic::error(
-                    Some(source.span),
-                    "Error parsing config file: a merge key (<<) needs a mapping or a list of mappings",
+                    Some(merge_at),
+                    format!(
+                        "Error parsing config file: a merge key (<<) needs a mapping or a list of mappings, found {}",
+                        source.type_name()
+                    ),
                 ));
             }
         };
         for m in maps {
-            let span = m.span;
             let Value::Map(m) = m.value else {
                 return Err(Diagnostic::error(
-                    Some(span),
-                    "Error parsing config file: a merge key (<<) needs a mapping or a list of mappings",
+                    Some(merge_at),
+                    format!(
+                        "Error parsing config file: a merge key (<<) needs a mapping or a list of mappings, found a list holding {}",
+                        m.type_name()
+                    ),
                 ));
             };
             for (k, v) in m.entries {
