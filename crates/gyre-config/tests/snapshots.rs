@@ -33,12 +33,11 @@ fn orbs() -> MemoryOrbs {
 
 fn options(path: &Path, text: &str) -> Options {
     let mut opts = Options {
-        file_name: format!(
-            "{}",
-            path.file_name()
-                .and_then(|s| s.to_str())
-                .unwrap_or("config.yml")
-        ),
+        file_name: path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("config.yml")
+            .to_string(),
         ..Options::default()
     };
     opts.pipeline_values
