@@ -123,6 +123,10 @@ const BARE_STEPS: &[&str] = &[
 ];
 
 const EXECUTOR_TYPES: &[&str] = &["docker", "machine", "macos", "windows"];
+
+/// Marks a step already expanded where it was written (a steps argument), so that
+/// splicing it into another scope does not resolve its name again (§2.4).
+const EXPANDED_STEP: &str = "\u{0}expanded";
 const EXECUTOR_KEYS: &[&str] = &[
     "docker",
     "machine",
@@ -1533,7 +1537,7 @@ impl Compiler<'_> {
                 let from = if args.contains(&d.name) { 0 } else { scope };
                 let mut expanded = Vec::new();
                 self.expand_steps(from, &v, &mut expanded, 1);
-                bindings.insert(d.name.clone(), Node::new(Value::Seq(expanded), v.span));
+                bindings.insert(d.name.clone(), expanded_steps(expanded, v.span));
             }
         }
         let mut body = body.clone();
@@ -1826,6 +1830,13 @@ impl Compiler<'_> {
     }
 
     fn expand_step(&mut self, scope: usize, step: &Node, out: &mut Vec<Node>, depth: usize) {
+        if let Value::Map(m) = &step.value
+            && let [(k, inner)] = m.entries.as_slice()
+            && k.name == EXPANDED_STEP
+        {
+            out.push(inner.clone());
+            return;
+        }
         let (name, name_span, arg) = match &step.value {
             Value::Seq(_) => return self.expand_steps(scope, step, out, depth + 1),
             Value::Str(s) => (s.clone(), step.span, None),
@@ -2001,7 +2012,7 @@ impl Compiler<'_> {
                 };
                 let mut expanded = Vec::new();
                 self.expand_steps(from, &v, &mut expanded, depth + 1);
-                bindings.insert(d.name.clone(), Node::new(Value::Seq(expanded), v.span));
+                bindings.insert(d.name.clone(), expanded_steps(expanded, v.span));
             }
         }
         match body.get("steps") {
@@ -2081,6 +2092,19 @@ fn merge_executor(job: &mut Map, exec: Map) {
         merged.insert(k, v);
     }
     *job = merged;
+}
+
+/// Expanded steps, each marked as such (see [`EXPANDED_STEP`]).
+fn expanded_steps(steps: Vec<Node>, span: Span) -> Node {
+    let marked = steps
+        .into_iter()
+        .map(|s| {
+            let span = s.span;
+            let entries = vec![(key(EXPANDED_STEP, span), s)];
+            Node::new(Value::Map(Map { entries }), span)
+        })
+        .collect();
+    Node::new(Value::Seq(marked), span)
 }
 
 /// An `environment` given as a map or as a list of `KEY=VALUE`.
