@@ -1331,6 +1331,14 @@ impl Compiler<'_> {
             Some(c) => match &c.value {
                 Value::Seq(items) => items.iter().filter_map(Node::scalar_text).collect(),
                 Value::Null => Vec::new(),
+                Value::Map(_) => {
+                    let span = c.span;
+                    self.error(
+                        span,
+                        "`context` must be a context name or a list of names, found mapping",
+                    );
+                    Vec::new()
+                }
                 _ => c.scalar_text().into_iter().collect(),
             },
         };

@@ -475,6 +475,31 @@ fn check_keys(m: &Map, allowed: &[&str], what: &str, rep: &mut Reporter) {
 
 fn job(node: &Node, rep: &mut Reporter) -> Option<Job> {
     let m = node.as_map()?;
+    check_keys(
+        m,
+        &[
+            "docker",
+            "machine",
+            "macos",
+            "windows",
+            "executor",
+            "steps",
+            "type",
+            "working_directory",
+            "parallelism",
+            "environment",
+            "shell",
+            "resource_class",
+            "circleci_ip_ranges",
+            "retention",
+            "branches",
+            "plan_name",
+            "validation",
+            "key",
+        ],
+        "a job",
+        rep,
+    );
     let executor = if let Some(d) = m.get("docker") {
         let Some(items) = d.as_seq().filter(|s| !s.is_empty()) else {
             rep.error(

@@ -222,7 +222,13 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
                     len: 1,
                 };
                 let mut info = err.info().to_string();
-                if info.contains("found a tab") {
+                // At the end of the text: show the last line, not one past it.
+                let lines = text.lines().count() as u32;
+                if span.line > lines && lines > 0 {
+                    span.line = lines;
+                    span.col = text.lines().last().map_or(0, |l| l.chars().count()) as u32 + 1;
+                }
+                if info.contains("found a tab") || info.contains("tabs disallowed") {
                     // The scanner reports where the scalar began; show the tab itself.
                     let tab = text
                         .lines()
@@ -254,6 +260,25 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
                     if !alias.is_empty() {
                         span.len = alias.chars().count() as u32 + 1;
                         info = format!("unknown anchor '{alias}' referenced (no `&{alias}` above)");
+                    }
+                } else if info.starts_with("simple key expect") {
+                    // A line that is neither `key: value` nor a list item (a lost colon).
+                    info = "could not find expected ':'".into();
+                    // The scanner notices on the next key; point at the line lacking `:`.
+                    let all: Vec<&str> = text.lines().collect();
+                    let here = span.line.saturating_sub(1) as usize;
+                    let lacking = (here.saturating_sub(2)..=here).rev().find(|&i| {
+                        all.get(i).is_some_and(|l| {
+                            let t = l.trim();
+                            !t.is_empty()
+                                && !t.starts_with('#')
+                                && !t.contains(':')
+                                && !t.starts_with('-')
+                        })
+                    });
+                    if let Some(i) = lacking {
+                        span.line = i as u32 + 1;
+                        span.col = all[i].trim_end().chars().count() as u32 + 1;
                     }
                 } else if info.contains("recursion limit exceeded") {
                     info = "nesting too deep (recursion limit exceeded)".into();
