@@ -145,7 +145,7 @@ struct ScopeDef {
     commands: IndexMap<String, Node>,
     executors: IndexMap<String, Node>,
     jobs: IndexMap<String, Node>,
-    /// Where each job's name is written, for messages about the whole job.
+    /// Where each element's name is written (`jobs/build`), for messages about it.
     job_keys: IndexMap<String, Span>,
     imports: IndexMap<String, usize>,
     /// Imports that failed, with why: an error only if an element of them is used.
@@ -405,16 +405,15 @@ impl Compiler<'_> {
         let commands = section("commands", &mut self.rep);
         let executors = section("executors", &mut self.rep);
         let jobs = section("jobs", &mut self.rep);
-        let job_keys = top
-            .get("jobs")
-            .and_then(Node::as_map)
-            .map(|m| {
+        let job_keys = ["jobs", "commands", "executors"]
+            .iter()
+            .filter_map(|section| Some((section, top.get(section)?.as_map()?)))
+            .flat_map(|(section, m)| {
                 m.entries
                     .iter()
-                    .map(|(k, _)| (k.name.clone(), k.span))
-                    .collect()
+                    .map(move |(k, _)| (format!("{section}/{}", k.name), k.span))
             })
-            .unwrap_or_default();
+            .collect();
         self.scopes.push(ScopeDef {
             commands,
             executors,
@@ -470,7 +469,13 @@ impl Compiler<'_> {
                 }
                 Value::Str(_) => {
                     let scope_t = Scope::pipeline_only(&self.pipeline, pipeline_params);
+                    let errors_before = self.rep.error_count();
                     let templated = template::template(value, &scope_t, &mut self.rep);
+                    if self.rep.error_count() > errors_before {
+                        // The pin could not be templated (reported): nothing more to say.
+                        self.scopes[scope].opaque.push(alias.to_string());
+                        continue;
+                    }
                     let Some(text) = templated.as_str() else {
                         self.error(
                             value.span,
@@ -647,6 +652,17 @@ impl Compiler<'_> {
             Kind::Job => &s.jobs,
         };
         table.get(local).map(|n| (target, n.clone()))
+    }
+
+    /// Where the element `name` (`x` or `alias/x`) of `scope` is defined.
+    fn name_span(&self, scope: usize, section: &str, name: &str) -> Option<Span> {
+        let keys = &self.scopes[scope].job_keys;
+        keys.get(&format!("{section}/{name}"))
+            .or_else(|| {
+                let (_, local) = name.split_once('/')?;
+                keys.get(&format!("{section}/{local}"))
+            })
+            .copied()
     }
 
     /// True when `name` is `alias/x` for an orb accepted unchecked.
@@ -1564,12 +1580,7 @@ impl Compiler<'_> {
         };
         let mut body = body_node.as_map().cloned().unwrap_or_default();
         // Problems of the whole job are reported at its name.
-        let keys = &self.scopes[scope].job_keys;
-        let at = keys
-            .get(name)
-            .or_else(|| name.split_once('/').and_then(|(_, local)| keys.get(local)))
-            .copied()
-            .unwrap_or(job.span);
+        let at = self.name_span(scope, "jobs", name).unwrap_or(job.span);
         let job_type = body
             .get("type")
             .and_then(Node::scalar_text)
@@ -1803,7 +1814,7 @@ impl Compiler<'_> {
                 .retain(|(k, _)| k.name == types[0] || !types.contains(&k.name.as_str()));
         } else if types.is_empty() {
             self.error(
-                def.span,
+                self.name_span(escope, "executors", &name).unwrap_or(def.span),
                 format!("executor '{name}' has no executor type: give it `docker`, `machine`, `macos` or `windows`"),
             );
         }
@@ -2034,7 +2045,10 @@ impl Compiler<'_> {
                 let steps = template::template(steps, &s, &mut self.rep);
                 self.expand_steps(cscope, &steps, out, depth + 1);
             }
-            None => self.error(def.span, format!("command '{name}' has no `steps`")),
+            None => self.error(
+                self.name_span(cscope, "commands", name).unwrap_or(def.span),
+                format!("command '{name}' has no `steps`"),
+            ),
         }
         self.rep.context_pop();
     }
