@@ -1829,7 +1829,7 @@ impl Compiler<'_> {
         if depth > 64 {
             self.error(
                 steps.span,
-                "commands call each other more than 64 levels deep",
+                "commands call each other more than 64 levels deep (does a command call itself?)",
             );
             return;
         }

@@ -121,7 +121,19 @@ impl Diagnostic {
             let _ = writeln!(out, "  {extra}");
         }
         if !self.context.is_empty() {
-            let _ = writeln!(out, "  in {}:", self.context.join(", "));
+            // Deep (recursive) expansions: the outermost and innermost places are enough.
+            let shown = if self.context.len() > 6 {
+                let n = self.context.len();
+                format!(
+                    "{}, ... ({} more), {}",
+                    self.context[..3].join(", "),
+                    n - 5,
+                    self.context[n - 2..].join(", ")
+                )
+            } else {
+                self.context.join(", ")
+            };
+            let _ = writeln!(out, "  in {shown}:");
         }
         if let Some(span) = self.span
             && let Some(line) = sources.line(span.source, span.line)
