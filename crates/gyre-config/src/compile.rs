@@ -1264,7 +1264,8 @@ impl Compiler<'_> {
             for r in &req_nodes {
                 let entries = self.rep.within(ctx.clone(), |rep| requires_entries(r, rep));
                 for (target, statuses, span) in entries {
-                    match members.get(&target) {
+                    // A job that requires only itself requires 0 other jobs.
+                    match members.get(&target).filter(|l| l.iter().any(|&j| j != i)) {
                         Some(list) => {
                             for &j in list {
                                 if j == i {
@@ -1953,7 +1954,10 @@ impl Compiler<'_> {
                 Some(a) if matches!(a.value, Value::Str(_)) && name != "run" => {
                     self.error(
                         a.span,
-                        format!("In step `{name}` definition: This type of step does not support compressed syntax"),
+                        format!(
+                            "In step {} definition: This type of step does not support compressed syntax",
+                            out.len() + 1
+                        ),
                     );
                 }
                 _ => out.push(step.clone()),
