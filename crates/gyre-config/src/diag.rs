@@ -47,13 +47,20 @@ impl SourceMap {
         self.sources.get(id.0 as usize)
     }
 
-    /// The text of line `line` (1-based) of a source, without its line ending.
+    /// The text of line `line` (1-based) of a source, without its line ending. Line
+    /// breaks are counted as YAML counts them: `\r\n`, `\n` or a lone `\r`.
     pub fn line(&self, id: SourceId, line: u32) -> Option<&str> {
-        let src = self.get(id)?;
-        src.text
-            .split('\n')
-            .nth(line.checked_sub(1)? as usize)
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        let mut rest = self.get(id)?.text.as_str();
+        for _ in 1..line.max(1) {
+            let end = rest.find(['\n', '\r'])?;
+            let skip = if rest[end..].starts_with("\r\n") {
+                2
+            } else {
+                1
+            };
+            rest = &rest[end + skip..];
+        }
+        (line >= 1).then(|| &rest[..rest.find(['\n', '\r']).unwrap_or(rest.len())])
     }
 }
 
