@@ -222,16 +222,17 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
                     len: 1,
                 };
                 let mut info = err.info().to_string();
+                let all = yaml_lines(text);
                 // At the end of the text: show the last line, not one past it.
-                let lines = text.lines().count() as u32;
+                let lines = all.len() as u32;
                 if span.line > lines && lines > 0 {
                     span.line = lines;
-                    span.col = text.lines().last().map_or(0, |l| l.chars().count()) as u32 + 1;
+                    span.col = all.last().map_or(0, |l| l.chars().count()) as u32 + 1;
                 }
                 if info.contains("found a tab") || info.contains("tabs disallowed") {
                     // The scanner reports where the scalar began; show the tab itself.
-                    let tab = text
-                        .lines()
+                    let tab = all
+                        .iter()
                         .enumerate()
                         .skip(span.line.saturating_sub(1) as usize)
                         .find_map(|(i, l)| {
@@ -240,15 +241,15 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
                         });
                     if let Some((i, c)) = tab {
                         span.line = i as u32 + 1;
-                        span.col = l_col(text, i, c);
+                        span.col = all[i].get(..c).map_or(1, |p| p.chars().count() as u32 + 1);
                         info =
                             "found a tab character that violates indentation (indent with spaces)"
                                 .into();
                     }
                 } else if info.contains("unknown anchor") {
-                    let line = text
-                        .lines()
-                        .nth(span.line.saturating_sub(1) as usize)
+                    let line = all
+                        .get(span.line.saturating_sub(1) as usize)
+                        .copied()
                         .unwrap_or_default();
                     let alias: String = line
                         .chars()
@@ -265,7 +266,6 @@ pub fn parse(text: &str, source: SourceId, budget: &Budget) -> Result<Node, Diag
                     // A line that is neither `key: value` nor a list item (a lost colon).
                     info = "could not find expected ':'".into();
                     // The scanner notices on the next key; point at the line lacking `:`.
-                    let all: Vec<&str> = text.lines().collect();
                     let here = span.line.saturating_sub(1) as usize;
                     let lacking = (here.saturating_sub(2)..=here).rev().find(|&i| {
                         all.get(i).is_some_and(|l| {
@@ -527,10 +527,23 @@ fn scalar_value(
     })
 }
 
-/// The 1-based character column of byte offset `byte` in line `line` (0-based) of `text`.
-fn l_col(text: &str, line: usize, byte: usize) -> u32 {
-    let l = text.lines().nth(line).unwrap_or_default();
-    l.get(..byte).map_or(1, |p| p.chars().count() as u32 + 1)
+/// The lines of `text` as YAML counts them: `\r\n`, `\n` or a lone `\r` ends a line.
+fn yaml_lines(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(end) = rest.find(['\n', '\r']) {
+        out.push(&rest[..end]);
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
 }
 
 /// Types a plain scalar by the YAML 1.2 core schema.
