@@ -13,6 +13,7 @@ use crate::params::{self, Owner, ParamDecl, ParamType};
 use crate::template::{self, Bindings, Pipeline, Scope};
 use crate::yaml::{self, Budget, Key, Map, Node, Value};
 use indexmap::IndexMap;
+use std::rc::Rc;
 
 /// Inputs besides the config text.
 #[derive(Clone, Debug, Default)]
@@ -142,9 +143,9 @@ pub const STATUSES: &[&str] = &["success", "failed", "canceled", "unauthorized",
 
 /// A namespace of commands, executors and jobs: the config itself or one orb.
 struct ScopeDef {
-    commands: IndexMap<String, Node>,
-    executors: IndexMap<String, Node>,
-    jobs: IndexMap<String, Node>,
+    commands: IndexMap<String, Rc<Node>>,
+    executors: IndexMap<String, Rc<Node>>,
+    jobs: IndexMap<String, Rc<Node>>,
     /// Where each element's name is written (`jobs/build`), for messages about it.
     job_keys: IndexMap<String, Span>,
     imports: IndexMap<String, usize>,
@@ -325,8 +326,8 @@ impl Compiler<'_> {
         let jobs = Map {
             entries: self
                 .out_jobs
-                .iter()
-                .map(|(k, v)| (key(k, v.span), v.clone()))
+                .drain(..)
+                .map(|(k, v)| (key(&k, v.span), v))
                 .collect(),
         };
         out.insert(key("jobs", span), Node::new(Value::Map(jobs), span));
@@ -386,12 +387,15 @@ impl Compiler<'_> {
 
     /// Registers the commands, executors and jobs of a config or orb as a new scope.
     fn scope_from(&mut self, top: &Map, is_orb: bool) -> usize {
-        let section = |name: &str, rep: &mut Reporter| -> IndexMap<String, Node> {
+        let section = |name: &str, rep: &mut Reporter| -> IndexMap<String, Rc<Node>> {
             match top.get(name) {
                 None => IndexMap::new(),
                 Some(n) if n.is_null() => IndexMap::new(),
                 Some(n) => match n.as_map() {
-                    Some(m) => m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                    Some(m) => m
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), Rc::new(v.clone())))
+                        .collect(),
                     None => {
                         rep.error(
                             Some(n.span),
@@ -635,7 +639,7 @@ impl Compiler<'_> {
     }
 
     /// Finds an element by name (`x` or `alias/x`) as seen from `scope`.
-    fn find(&self, scope: usize, name: &str, kind: Kind) -> Option<(usize, Node)> {
+    fn find(&self, scope: usize, name: &str, kind: Kind) -> Option<(usize, Rc<Node>)> {
         // `alias/x` names an orb's element; a name with `/` that is no orb alias is an
         // ordinary name (processed configs key orb jobs as `alias/job`).
         let (target, local) = match name
@@ -1575,11 +1579,16 @@ impl Compiler<'_> {
                 pipeline_params: !is_orb,
                 matrix: None,
             };
-            template::template(&body_node, &s, &mut self.rep)
+            let mut body_node = body_node;
+            template::template_mut(&mut body_node, &s, &mut self.rep);
+            body_node
         } else {
             body_node
         };
-        let mut body = body_node.as_map().cloned().unwrap_or_default();
+        let mut body = match body_node.value {
+            Value::Map(m) => m,
+            _ => Map::default(),
+        };
         // Problems of the whole job are reported at its name.
         let at = self.name_span(scope, "jobs", name).unwrap_or(job.span);
         let job_type = body
@@ -1788,8 +1797,12 @@ impl Compiler<'_> {
             pipeline_params: !is_orb,
             matrix: None,
         };
-        let node = template::template(&node, &s, &mut self.rep);
-        let mut out = node.as_map().cloned().unwrap_or_default();
+        let mut node = node;
+        template::template_mut(&mut node, &s, &mut self.rep);
+        let mut out = match node.value {
+            Value::Map(m) => m,
+            _ => Map::default(),
+        };
         for (k, _) in &out.entries {
             if !EXECUTOR_KEYS.contains(&k.name.as_str()) {
                 let (kn, ks) = (k.name.clone(), k.span);

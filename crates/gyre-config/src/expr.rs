@@ -368,6 +368,26 @@ pub fn regex_full_match(pattern: &str, text: &str) -> Result<bool, String> {
 
 /// Compiles `pattern` anchored at both ends.
 pub fn compile_full(pattern: &str) -> Result<fancy_regex::Regex, String> {
+    // Configs repeat the same few filters on many jobs: compile each pattern once.
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Result<fancy_regex::Regex, String>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(pattern).cloned()) {
+        return hit;
+    }
+    let compiled = compile_full_uncached(pattern);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(pattern.to_string(), compiled.clone());
+    });
+    compiled
+}
+
+fn compile_full_uncached(pattern: &str) -> Result<fancy_regex::Regex, String> {
     fancy_regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .backtrack_limit(100_000)
         .build()

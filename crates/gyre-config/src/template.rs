@@ -8,7 +8,7 @@
 
 use crate::diag::{Reporter, Span};
 use crate::expr::{self, Expr};
-use crate::yaml::{Key, Map, Node, Value};
+use crate::yaml::{Node, Value};
 use indexmap::IndexMap;
 
 /// Values bound to names (element parameters or matrix values).
@@ -318,54 +318,57 @@ pub fn stringify(v: &Value) -> Option<String> {
 
 /// Templates every scalar (and mapping key) of a tree.
 pub fn template(node: &Node, scope: &Scope<'_>, rep: &mut Reporter) -> Node {
+    let mut out = node.clone();
+    template_mut(&mut out, scope, rep);
+    out
+}
+
+/// Templates a tree in place: only strings holding `<<` are rewritten.
+pub fn template_mut(node: &mut Node, scope: &Scope<'_>, rep: &mut Reporter) {
     template_in(node, scope, rep, false, 0)
 }
 
-fn template_in(
-    node: &Node,
-    scope: &Scope<'_>,
-    rep: &mut Reporter,
-    in_env: bool,
-    depth: usize,
-) -> Node {
+fn template_in(node: &mut Node, scope: &Scope<'_>, rep: &mut Reporter, in_env: bool, depth: usize) {
     if depth > 200 {
-        return node.clone();
+        return;
     }
-    match &node.value {
-        Value::Str(s) => match render_str(s, node.span, scope, rep) {
-            Some(mut n) => {
+    match &mut node.value {
+        Value::Str(s) => {
+            if let Some(mut n) = render_str(s, node.span, scope, rep) {
                 // Booleans substituted into an environment map become 1 / 0 (§2.5).
                 if in_env && let Value::Bool(b) = n.value {
                     n.value = Value::Str(if b { "1" } else { "0" }.into());
                 }
-                n
+                *node = n;
             }
-            None => node.clone(),
-        },
-        Value::Seq(items) => Node::new(
-            Value::Seq(
-                items
-                    .iter()
-                    .map(|i| template_in(i, scope, rep, false, depth + 1))
-                    .collect(),
-            ),
-            node.span,
-        ),
-        Value::Map(m) => {
-            let mut out = Map::default();
-            for (k, v) in &m.entries {
-                let name = match render_str(&k.name, k.span, scope, rep) {
-                    Some(n) => stringify(&n.value).unwrap_or_else(|| k.name.clone()),
-                    None => k.name.clone(),
-                };
-                let env_child = in_env_key(&name);
-                let value = template_in(v, scope, rep, in_env || env_child, depth + 1);
-                out.insert(Key { name, span: k.span }, value);
-            }
-            // `environment:` itself marks its children; deeper maps are not env maps.
-            Node::new(Value::Map(out), node.span)
         }
-        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(..) => node.clone(),
+        Value::Seq(items) => {
+            for i in items {
+                template_in(i, scope, rep, false, depth + 1);
+            }
+        }
+        Value::Map(m) => {
+            let mut renamed = false;
+            for (k, v) in &mut m.entries {
+                if let Some(n) = render_str(&k.name, k.span, scope, rep) {
+                    if let Some(name) = stringify(&n.value) {
+                        k.name = name;
+                        renamed = true;
+                    }
+                }
+                // `environment:` marks its children; deeper maps are not env maps.
+                let env_child = in_env_key(&k.name);
+                template_in(v, scope, rep, in_env || env_child, depth + 1);
+            }
+            if renamed {
+                // A templated key may now repeat another: the later one wins, in place.
+                let entries = std::mem::take(&mut m.entries);
+                for (k, v) in entries {
+                    m.insert(k, v);
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(..) => {}
     }
 }
 
