@@ -173,6 +173,8 @@ struct Compiler<'o> {
     job_groups: IndexMap<String, Node>,
     out_jobs: IndexMap<String, Node>,
     allow_missing_orbs: bool,
+    /// Commands being expanded, innermost last: `(scope, name)`.
+    calls: Vec<(usize, String)>,
 }
 
 /// Compiles a config.
@@ -200,6 +202,7 @@ pub fn compile(text: &str, opts: &Options, orb_source: &dyn OrbSource) -> Compil
         job_groups: IndexMap::new(),
         out_jobs: IndexMap::new(),
         allow_missing_orbs: opts.allow_missing_orbs,
+        calls: Vec::new(),
     };
     let root = match yaml::parse(text, id, &c.budget) {
         Ok(root) => root,
@@ -1941,8 +1944,26 @@ impl Compiler<'_> {
         if self.templating()
             && let Some((cscope, def)) = self.find(scope, &name, Kind::Command)
         {
-            self.call_command(&name, name_span, cscope, &def, arg, scope, out, depth);
-            return;
+            let on_stack = self
+                .calls
+                .iter()
+                .position(|(s, n)| *s == cscope && *n == name);
+            match on_stack {
+                None => {
+                    self.call_command(&name, name_span, cscope, &def, arg, scope, out, depth);
+                    return;
+                }
+                // A command named like a built-in step uses the built-in inside itself.
+                Some(_) if BUILTIN_STEPS.contains(&name.replace('-', "_").as_str()) => {}
+                Some(at) => {
+                    let mut chain: Vec<&str> =
+                        self.calls[at..].iter().map(|(_, n)| n.as_str()).collect();
+                    chain.push(&name);
+                    let msg = format!("command '{name}' calls itself: {}", chain.join(" -> "));
+                    self.error(name_span, msg);
+                    return;
+                }
+            }
         }
         if self.is_opaque(scope, &name) {
             out.push(step.clone());
@@ -2060,7 +2081,9 @@ impl Compiler<'_> {
                     matrix: None,
                 };
                 let steps = template::template(steps, &s, &mut self.rep);
+                self.calls.push((cscope, name.to_string()));
                 self.expand_steps(cscope, &steps, out, depth + 1);
+                self.calls.pop();
             }
             None => self.error(
                 self.name_span(cscope, "commands", name).unwrap_or(def.span),
