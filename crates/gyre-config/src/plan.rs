@@ -13,6 +13,8 @@ use serde::Serialize;
 /// Everything a pipeline runs.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Plan {
+    /// `setup: true`: a setup config whose workflow continues the pipeline (§5.14).
+    pub setup: bool,
     pub workflows: Vec<Workflow>,
     pub jobs: IndexMap<String, Job>,
 }
@@ -23,6 +25,8 @@ pub struct Workflow {
     pub jobs: Vec<JobInstance>,
     /// Cron schedules of a legacy scheduled workflow (never run on pushes).
     pub schedules: Vec<Schedule>,
+    /// Automatic "rerun from failed" attempts (1-5), if set.
+    pub max_auto_reruns: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -291,6 +295,10 @@ pub fn build(workflows: &[CompiledWorkflow], processed: &Node, rep: &mut Reporte
         .map(|wf| Workflow {
             name: wf.name.clone(),
             schedules: wf.triggers.as_ref().map(schedules).unwrap_or_default(),
+            max_auto_reruns: wf.max_auto_reruns.as_ref().and_then(|n| match n.value {
+                Value::Int(i @ 1..=5) => Some(i as u32),
+                _ => None,
+            }),
             jobs: wf
                 .jobs
                 .iter()
@@ -324,7 +332,15 @@ pub fn build(workflows: &[CompiledWorkflow], processed: &Node, rep: &mut Reporte
                 .collect(),
         })
         .collect();
-    Plan { workflows, jobs }
+    let setup = matches!(
+        processed.get("setup").map(|n| &n.value),
+        Some(Value::Bool(true))
+    );
+    Plan {
+        setup,
+        workflows,
+        jobs,
+    }
 }
 
 fn status(s: &str) -> Option<RequiredStatus> {
