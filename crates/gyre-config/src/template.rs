@@ -350,11 +350,11 @@ fn template_in(node: &mut Node, scope: &Scope<'_>, rep: &mut Reporter, in_env: b
         Value::Map(m) => {
             let mut renamed = false;
             for (k, v) in &mut m.entries {
-                if let Some(n) = render_str(&k.name, k.span, scope, rep) {
-                    if let Some(name) = stringify(&n.value) {
-                        k.name = name;
-                        renamed = true;
-                    }
+                if let Some(n) = render_str(&k.name, k.span, scope, rep)
+                    && let Some(name) = stringify(&n.value)
+                {
+                    k.name = name;
+                    renamed = true;
                 }
                 // `environment:` marks its children; deeper maps are not env maps.
                 let env_child = in_env_key(&k.name);
