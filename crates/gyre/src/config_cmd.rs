@@ -12,19 +12,19 @@ use std::process::ExitCode;
 pub struct Input {
     /// The config file.
     #[arg(default_value = ".circleci/config.yml")]
-    file: PathBuf,
+    pub(crate) file: PathBuf,
     /// A directory of orbs: `<namespace>/<name>/<version>.yml` or `<namespace>/<name>/src/@orb.yml`.
     #[arg(long, value_name = "DIR")]
-    orb_dir: Option<PathBuf>,
+    pub(crate) orb_dir: Option<PathBuf>,
     /// Pipeline parameters as a JSON object, e.g. '{"deploy": true}'.
     #[arg(long, value_name = "JSON")]
-    pipeline_parameters: Option<String>,
+    pub(crate) pipeline_parameters: Option<String>,
     /// Pipeline values as a JSON object, e.g. '{"pipeline.git.branch": "main"}'.
     #[arg(long, value_name = "JSON")]
-    pipeline_values: Option<String>,
+    pub(crate) pipeline_values: Option<String>,
     /// Accept orbs missing from --orb-dir with a warning; their elements are not checked.
     #[arg(long)]
-    allow_missing_orbs: bool,
+    pub(crate) allow_missing_orbs: bool,
 }
 
 fn json_object(
@@ -37,7 +37,7 @@ fn json_object(
     }
 }
 
-fn compile(input: &Input) -> anyhow::Result<gyre_config::Output> {
+pub(crate) fn compile_input(input: &Input) -> anyhow::Result<gyre_config::Output> {
     let text = std::fs::read_to_string(&input.file)
         .with_context(|| format!("cannot read config file {}", input.file.display()))?;
     let mut opts = Options {
@@ -83,7 +83,7 @@ fn report(out: &gyre_config::Output) -> bool {
 }
 
 pub fn process(input: &Input, format: Format) -> anyhow::Result<ExitCode> {
-    let out = compile(input)?;
+    let out = compile_input(input)?;
     if report(&out) {
         return Ok(ExitCode::from(1));
     }
@@ -98,7 +98,7 @@ pub fn process(input: &Input, format: Format) -> anyhow::Result<ExitCode> {
 }
 
 pub fn validate(input: &Input) -> anyhow::Result<ExitCode> {
-    let out = compile(input)?;
+    let out = compile_input(input)?;
     if report(&out) {
         let n = out
             .diagnostics

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod config_cmd;
+mod local;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,15 @@ enum Command {
     /// Work with orbs.
     #[command(subcommand)]
     Orb(OrbCommand),
+    /// Run jobs on this machine.
+    #[command(subcommand)]
+    Local(LocalCommand),
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Run a job or a workflow of the repository's config, here, with Docker or on the host.
+    Execute(local::LocalArgs),
 }
 
 #[derive(Subcommand)]
@@ -74,6 +84,7 @@ fn main() -> ExitCode {
         }
         Command::Config(ConfigCommand::Validate { input }) => config_cmd::validate(&input),
         Command::Orb(OrbCommand::Pack { dir }) => config_cmd::pack(&dir),
+        Command::Local(LocalCommand::Execute(args)) => local::execute(args),
     };
     match result {
         Ok(code) => code,

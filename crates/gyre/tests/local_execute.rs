@@ -1,0 +1,164 @@
+//! `gyre local execute` end to end: a real git repository, a real Docker engine (images
+//! built offline by scripts/test-env.sh), the machine executor, and the static helper.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The static in-job helper, built once (own target directory: no lock shared with the
+/// cargo running the tests).
+fn helper() -> PathBuf {
+    static HELPER: OnceLock<PathBuf> = OnceLock::new();
+    HELPER
+        .get_or_init(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target"))
+                .join("gyre-helper");
+            let status = Command::new(env!("CARGO"))
+                .current_dir(workspace_root())
+                .args([
+                    "build",
+                    "--release",
+                    "-p",
+                    "gyre-circleci",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
+                ])
+                .env("CARGO_TARGET_DIR", &target)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the static helper failed");
+            target.join("x86_64-unknown-linux-gnu/release/circleci")
+        })
+        .clone()
+}
+
+const CONFIG: &str = r#"version: 2.1
+jobs:
+  build:
+    docker:
+      - image: gyre-test/busybox:latest
+    steps:
+      - checkout
+      - run: test -f README && echo "built on $CIRCLE_BRANCH"
+      - run: mkdir -p out && echo artifact > out/result.txt
+      - persist_to_workspace: {root: ., paths: [out]}
+  test:
+    machine: true
+    parallelism: 2
+    steps:
+      - attach_workspace: {at: ws}
+      - run: echo "node $CIRCLE_NODE_INDEX/$CIRCLE_NODE_TOTAL got $(cat ws/out/result.txt) token=$TOKEN"
+  deploy:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run: echo deploying; exit 3
+      - run:
+          when: on_fail
+          command: echo cleaning up
+  after-deploy:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run: echo must not run
+workflows:
+  main:
+    jobs:
+      - build
+      - test: {requires: [build]}
+      - hold: {type: approval, requires: [test]}
+      - deploy: {requires: [hold]}
+      - after-deploy: {requires: [deploy]}
+"#;
+
+fn repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join(".circleci")).expect("mkdir");
+    std::fs::write(dir.path().join(".circleci/config.yml"), CONFIG).expect("config");
+    std::fs::write(dir.path().join("README"), "hello\n").expect("readme");
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.email=ci@example.invalid", "-c", "user.name=ci"])
+            .args(args)
+            .current_dir(dir.path())
+            .status()
+            .expect("git")
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "init"]);
+    dir
+}
+
+fn gyre(repo: &Path, data: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gyre"))
+        .args(["local", "execute", "--data-dir"])
+        .arg(data)
+        .arg("--helper")
+        .arg(helper())
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .expect("gyre runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn summary_line<'a>(out: &'a str, job: &str) -> &'a str {
+    out.lines()
+        .skip_while(|l| !l.starts_with("Summary:"))
+        .find(|l| l.split_whitespace().next() == Some(job))
+        .unwrap_or_else(|| panic!("no summary line for {job} in:\n{out}"))
+}
+
+#[test]
+fn workflow_runs_in_order_with_workspace_approval_failure_and_not_run() {
+    let repo = repo();
+    let data = tempfile::tempdir().expect("data dir");
+    let (code, out) = gyre(repo.path(), data.path(), &["-e", "TOKEN=s3cr3t-value"]);
+    assert_eq!(code, 1, "a failed job fails the run:\n{out}");
+    assert!(out.contains("built on main"), "{out}");
+    assert!(
+        out.contains("node 0/2 got artifact token=****"),
+        "workspace and masking:\n{out}"
+    );
+    assert!(out.contains("node 1/2 got artifact token=****"), "{out}");
+    assert!(!out.contains("s3cr3t-value"), "secret leaked:\n{out}");
+    assert!(out.contains("approved automatically"), "{out}");
+    assert!(out.contains("Exited with code exit status 3"), "{out}");
+    assert!(out.contains("cleaning up"), "on_fail step runs:\n{out}");
+    assert!(!out.contains("must not run"), "{out}");
+    assert!(summary_line(&out, "build").contains("success"));
+    assert!(summary_line(&out, "test").contains("success"));
+    assert!(summary_line(&out, "deploy").contains("failed"));
+    assert!(summary_line(&out, "after-deploy").contains("not run"));
+}
+
+#[test]
+fn single_job_and_bad_input() {
+    let repo = repo();
+    let data = tempfile::tempdir().expect("data dir");
+    let (code, out) = gyre(repo.path(), data.path(), &["--job", "build"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(summary_line(&out, "build").contains("success"));
+
+    let (code, out) = gyre(repo.path(), data.path(), &["--job", "nope"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no job named 'nope'"), "{out}");
+
+    let (code, out) = gyre(repo.path(), data.path(), &["-e", "not-a-pair"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("expected KEY=VALUE"), "{out}");
+}
