@@ -15,20 +15,32 @@ use std::time::{Duration, Instant};
 use gyre_protocol::helper::{Done, FrameKind, Hello, MAX_FRAME, Request, RunRequest, header};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
-/// Frames go out through one locked stdout.
+/// Frames go out, each in a single `write` (no line buffering: payloads are binary),
+/// through the unix socket the executor listens on when it gave one and it answers (a
+/// bind-mounted socket skips the Docker engine's stream copying), else through stdout.
 #[derive(Clone)]
-struct Out(Arc<Mutex<std::io::Stdout>>);
+struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
 
 impl Out {
+    fn new(socket: Option<&str>) -> std::io::Result<Out> {
+        use std::os::fd::AsFd;
+        if let Some(path) = socket {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(stream) => return Ok(Out(Arc::new(Mutex::new(Box::new(stream))))),
+                Err(err) => eprintln!("circleci __agent: {path}: {err}; using stdout"),
+            }
+        }
+        let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+        Ok(Out(Arc::new(Mutex::new(Box::new(std::fs::File::from(fd))))))
+    }
+
     fn frame(&self, kind: FrameKind, id: u32, payload: &[u8]) {
-        let Ok(out) = self.0.lock() else { return };
-        let mut lock = out.lock();
+        let mut bytes = Vec::with_capacity(payload.len() + header(kind, id, 0).len());
+        bytes.extend_from_slice(&header(kind, id, payload.len()));
+        bytes.extend_from_slice(payload);
+        let Ok(mut out) = self.0.lock() else { return };
         // A broken stdout means the executor is gone; the stdin EOF will end us.
-        let _ = lock.write_all(&header(kind, id, payload.len()));
-        let _ = lock.write_all(payload);
-        let _ = lock.flush();
-        drop(lock);
-        drop(out);
+        let _ = out.write_all(&bytes);
     }
 
     fn json<T: serde::Serialize>(&self, kind: FrameKind, id: u32, value: &T) {
@@ -37,8 +49,15 @@ impl Out {
     }
 }
 
-pub fn main() -> i32 {
-    let out = Out(Arc::new(Mutex::new(std::io::stdout())));
+/// `socket`: path of the executor's unix socket for frames (optional).
+pub fn main(socket: Option<&str>) -> i32 {
+    let out = match Out::new(socket) {
+        Ok(out) => out,
+        Err(err) => {
+            eprintln!("circleci __agent: cannot use stdout: {err}");
+            return 1;
+        }
+    };
     out.json(FrameKind::Hello, 0, &hello());
     let groups: Arc<Mutex<Vec<i32>>> = Arc::default();
     let stdin = std::io::stdin();
@@ -250,7 +269,7 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
 }
 
 fn spawn_reader(
-    mut pipe: impl Read + Send + 'static,
+    mut pipe: impl Read + std::os::fd::AsFd + Send + 'static,
     kind: FrameKind,
     id: u32,
     out: &Out,
@@ -263,17 +282,38 @@ fn spawn_reader(
     let eof = eof.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; MAX_FRAME];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    last_output.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    out.frame(kind, id, &buf[..n]);
+        'outer: loop {
+            let mut len = 0;
+            // Block for the first bytes, then take whatever else is already there (heavy
+            // output makes few large frames; a lone line goes out at once).
+            loop {
+                match pipe.read(&mut buf[len..]) {
+                    Ok(0) if len == 0 => break 'outer,
+                    Ok(0) => break,
+                    Ok(n) => len += n,
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) if len == 0 => break 'outer,
+                    Err(_) => break,
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
+                if len >= MAX_FRAME / 2 || !readable_now(&pipe) {
+                    break;
+                }
             }
+            last_output.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            out.frame(kind, id, &buf[..len]);
         }
         let _ = eof.send(());
     });
+}
+
+/// Whether a read would not block.
+fn readable_now(fd: &impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(PollFlags::IN)
 }

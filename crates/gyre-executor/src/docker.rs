@@ -30,6 +30,9 @@ use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus};
 
 const GYRE_DIR: &str = "/.gyre";
 const TASK_DIR: &str = "/.gyre/task";
+/// Bind-mounted host directory holding the frame socket.
+const IO_DIR: &str = "/.gyre/io";
+const SOCKET: &str = "frames.sock";
 
 /// Network of the primary container (agent setting `--job-network`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -129,8 +132,9 @@ impl DockerExecutor {
             }
         }
         let task_id = task_label(task);
+        let io = FrameSocket::new()?;
         let primary = self
-            .create_primary(task, &images[0], &task_id, cleanup)
+            .create_primary(task, &images[0], &task_id, cleanup, io.as_ref())
             .await?;
         self.install_helper(&primary).await?;
         self.start(&primary).await?;
@@ -141,7 +145,7 @@ impl DockerExecutor {
             self.start(&id).await?;
         }
         let session = self
-            .start_helper(&primary, images[0].user.as_deref())
+            .start_helper(&primary, images[0].user.as_deref(), io)
             .await?;
         let home = session.hello.home.clone();
         let working_dir = resolve_path(&home, &home, &task.working_directory);
@@ -245,6 +249,7 @@ impl DockerExecutor {
         spec: &ContainerSpec,
         task_id: &str,
         cleanup: &Cleanup,
+        io: Option<&FrameSocket>,
     ) -> Result<String, Error> {
         let configured = spec.entrypoint.is_some() || spec.command.is_some();
         let (entrypoint, cmd) = if configured {
@@ -258,6 +263,10 @@ impl DockerExecutor {
                 Some(vec![]),
             )
         };
+        let mut host_config = self.host_config(task, self.config.job_network.mode());
+        if let Some(io) = io {
+            host_config.binds = Some(vec![format!("{}:{IO_DIR}", io.dir.path().display())]);
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint,
@@ -274,7 +283,7 @@ impl DockerExecutor {
                 self.config.label.clone(),
                 task_id.to_owned(),
             )])),
-            host_config: Some(self.host_config(task, self.config.job_network.mode())),
+            host_config: Some(host_config),
             ..Default::default()
         };
         self.create(&format!("{task_id}-0"), body, cleanup).await
@@ -384,7 +393,16 @@ impl DockerExecutor {
             })
     }
 
-    async fn start_helper(&self, container: &str, user: Option<&str>) -> Result<Session, Error> {
+    async fn start_helper(
+        &self,
+        container: &str,
+        user: Option<&str>,
+        io: Option<FrameSocket>,
+    ) -> Result<Session, Error> {
+        let mut cmd = vec![format!("{GYRE_DIR}/bin/circleci"), "__agent".to_owned()];
+        if io.is_some() {
+            cmd.extend(["--socket".to_owned(), format!("{IO_DIR}/{SOCKET}")]);
+        }
         let exec = self
             .docker
             .create_exec(
@@ -393,10 +411,7 @@ impl DockerExecutor {
                     attach_stdin: Some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
-                    cmd: Some(vec![
-                        format!("{GYRE_DIR}/bin/circleci"),
-                        "__agent".to_owned(),
-                    ]),
+                    cmd: Some(cmd),
                     user: user.map(str::to_owned),
                     ..Default::default()
                 },
@@ -425,6 +440,11 @@ impl DockerExecutor {
             return Err(Error::Helper("the helper exec did not attach".to_owned()));
         };
         let (tx, rx) = mpsc::channel::<Result<Frame, Error>>(64);
+        // The helper sends frames through exactly one of the socket and its stdout.
+        if let Some(io) = io {
+            let tx = tx.clone();
+            tokio::spawn(async move { io.pump(tx).await });
+        }
         tokio::spawn(async move {
             let mut decoder = Decoder::default();
             let mut frames = Vec::new();
@@ -454,6 +474,74 @@ impl DockerExecutor {
             }
         });
         Session::start(input, rx).await
+    }
+}
+
+/// A unix socket in a host directory bind-mounted into the primary container: the helper
+/// writes frames there, a plain kernel copy, instead of through the engine's exec stream
+/// (which costs ~10 ns a byte). When the engine is on another host the helper cannot
+/// connect and falls back to stdout.
+struct FrameSocket {
+    dir: tempfile::TempDir,
+    listener: tokio::net::UnixListener,
+}
+
+impl FrameSocket {
+    /// `None` when no socket can be made here (the exec stream is used then).
+    fn new() -> Result<Option<FrameSocket>, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("gyre-io-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the frame socket directory", e))?;
+        let path = dir.path().join(SOCKET);
+        let listener = match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::debug!(%err, "no frame socket; using the exec stream");
+                return Ok(None);
+            }
+        };
+        // Any container user must be able to connect.
+        for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o777)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("frame socket permissions", e))?;
+        }
+        Ok(Some(FrameSocket { dir, listener }))
+    }
+
+    /// Accepts the helper's connection (if it comes) and forwards its frames.
+    async fn pump(self, tx: mpsc::Sender<Result<Frame, Error>>) {
+        use tokio::io::AsyncReadExt;
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_secs(30), self.listener.accept()).await;
+        let Ok(Ok((mut stream, _))) = accepted else {
+            return;
+        };
+        let mut decoder = Decoder::default();
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match stream.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(err) => {
+                    let _ = tx
+                        .send(Err(Error::Helper(format!("frame socket: {err}"))))
+                        .await;
+                    return;
+                }
+            };
+            if let Err(err) = decoder.push(&buf[..n], &mut frames) {
+                let _ = tx.send(Err(err)).await;
+                return;
+            }
+            for frame in frames.drain(..) {
+                if tx.send(Ok(frame)).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 

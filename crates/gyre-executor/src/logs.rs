@@ -114,6 +114,8 @@ pub struct Masker {
     secrets: Vec<Vec<u8>>,
     hold: usize,
     pending: Vec<u8>,
+    /// Bytes that start some secret.
+    first: [bool; 256],
 }
 
 impl Masker {
@@ -127,10 +129,15 @@ impl Masker {
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
         let hold = secrets.first().map_or(0, |s| s.len() - 1);
+        let mut first = [false; 256];
+        for secret in &secrets {
+            first[secret[0] as usize] = true;
+        }
         Masker {
             secrets,
             hold,
             pending: Vec::new(),
+            first,
         }
     }
 
@@ -139,13 +146,17 @@ impl Masker {
         if self.secrets.is_empty() {
             return input.to_vec();
         }
-        self.pending.extend_from_slice(input);
-        let masked = self.replace_all(&self.pending);
+        let masked = if self.pending.is_empty() {
+            self.replace_all(input)
+        } else {
+            self.pending.extend_from_slice(input);
+            self.replace_all(&self.pending)
+        };
         // Keep back a tail that could be the start of a secret still arriving.
         let keep = self.partial_tail(&masked);
-        let cut = masked.len() - keep;
-        self.pending = masked[cut..].to_vec();
-        masked[..cut].to_vec()
+        let mut masked = masked;
+        self.pending = masked.split_off(masked.len() - keep);
+        masked
     }
 
     /// Everything still held back (end of the stream).
@@ -156,16 +167,24 @@ impl Masker {
     fn replace_all(&self, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(input.len());
         let mut i = 0;
-        'outer: while i < input.len() {
-            for secret in &self.secrets {
-                if input[i..].starts_with(secret) {
+        while i < input.len() {
+            // Jump to the next byte that can start a secret; copy the run in bulk.
+            let Some(skip) = input[i..].iter().position(|&b| self.first[b as usize]) else {
+                out.extend_from_slice(&input[i..]);
+                break;
+            };
+            out.extend_from_slice(&input[i..i + skip]);
+            i += skip;
+            match self.secrets.iter().find(|s| input[i..].starts_with(s)) {
+                Some(secret) => {
                     out.extend_from_slice(b"****");
                     i += secret.len();
-                    continue 'outer;
+                }
+                None => {
+                    out.push(input[i]);
+                    i += 1;
                 }
             }
-            out.push(input[i]);
-            i += 1;
         }
         out
     }
