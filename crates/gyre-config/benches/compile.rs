@@ -5,81 +5,25 @@
 //! Run: `cargo bench -p gyre-config --bench compile`. Figures go to BENCHMARKS.md.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gyre_config::{MemoryOrbs, Options, UnpackedFile, compile, diag::SourceMap, emit, pack, yaml};
+use gyre_config::{Options, compile, yaml};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
-const LARGEST: [&str; 5] = [
-    "ethereum__solidity.yml",
-    "hashicorp__nomad.yml",
-    "DataDog__dd-trace-rb.yml",
-    "huggingface__transformers.yml",
-    "facebook__hermes.yml",
-];
+#[path = "orbs.rs"]
+mod orbs;
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus")
 }
 
-fn read_tree(base: &Path, dir: &Path, out: &mut Vec<UnpackedFile>) {
-    for entry in std::fs::read_dir(dir).expect("orb dir") {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            read_tree(base, &path, out);
-        } else if let Ok(text) = std::fs::read_to_string(&path) {
-            let rel = path
-                .strip_prefix(base)
-                .expect("below base")
-                .to_string_lossy()
-                .replace('\\', "/");
-            out.push(UnpackedFile {
-                path: rel,
-                display: path.display().to_string(),
-                text,
-            });
-        }
-    }
-}
-
-/// The corpus orbs, packed once, as a registry would serve them.
-fn packed_orbs() -> (MemoryOrbs, Vec<String>) {
-    let mut orbs = MemoryOrbs::default();
-    let mut texts = Vec::new();
-    let root = corpus().join("orbs");
-    for ns in std::fs::read_dir(&root).expect("orbs") {
-        let ns = ns.expect("entry").path();
-        if !ns.is_dir() {
-            continue;
-        }
-        for orb in std::fs::read_dir(&ns).expect("namespace") {
-            let orb = orb.expect("entry").path();
-            let version = std::fs::read_to_string(orb.join("VERSION")).expect("VERSION");
-            let mut files = Vec::new();
-            read_tree(&orb.join("src"), &orb.join("src"), &mut files);
-            let mut sources = SourceMap::default();
-            let node = pack::pack(&files, &mut sources, &Default::default()).expect("orb packs");
-            let text = emit::to_yaml(&node);
-            let name = format!(
-                "{}/{}@{}",
-                ns.file_name().unwrap().to_string_lossy(),
-                orb.file_name().unwrap().to_string_lossy(),
-                version.trim().trim_start_matches('v')
-            );
-            orbs.insert(&name, text.clone());
-            texts.push(text);
-        }
-    }
-    (orbs, texts)
-}
-
 fn benches(c: &mut Criterion) {
-    let (orbs, orb_texts) = packed_orbs();
+    let (orbs, orb_texts) = orbs::packed_orbs(&corpus().join("orbs"));
     let opts = Options {
         allow_missing_orbs: true,
         ..Options::default()
     };
     let mut group = c.benchmark_group("corpus");
-    for name in LARGEST {
+    for name in orbs::LARGEST {
         let text = std::fs::read_to_string(corpus().join("configs").join(name)).expect("config");
         let out = compile(&text, &opts, &orbs);
         assert!(

@@ -1878,7 +1878,7 @@ impl Compiler<'_> {
             Value::Str(s) => (s.clone(), step.span, None),
             Value::Map(m) if m.len() == 1 => {
                 let (k, v) = &m.entries[0];
-                (k.name.clone(), k.span, Some(v.clone()))
+                (k.name.clone(), k.span, Some(v))
             }
             Value::Map(m) => {
                 let keys: Vec<&str> = m.iter().map(|(k, _)| k).collect();
@@ -1935,7 +1935,7 @@ impl Compiler<'_> {
             }
             "steps" => {
                 if let Some(arg) = arg {
-                    self.expand_steps(scope, &arg, out, depth + 1);
+                    self.expand_steps(scope, arg, out, depth + 1);
                 }
                 return;
             }
@@ -1971,16 +1971,8 @@ impl Compiler<'_> {
         }
         let builtin = name.replace('-', "_");
         if BUILTIN_STEPS.contains(&builtin.as_str()) {
+            let renamed = builtin != name;
             let name = builtin;
-            let step = &Node::new(
-                match &step.value {
-                    Value::Map(m) => Value::Map(Map {
-                        entries: vec![(key(&name, m.entries[0].0.span), m.entries[0].1.clone())],
-                    }),
-                    _ => Value::Str(name.clone()),
-                },
-                step.span,
-            );
             match &arg {
                 None if !BARE_STEPS.contains(&name.as_str()) => {
                     self.error(name_span, format!("the `{name}` step needs arguments"));
@@ -1994,6 +1986,19 @@ impl Compiler<'_> {
                         ),
                     );
                 }
+                // `restore-cache` is `restore_cache`: emit the canonical name.
+                _ if renamed => out.push(Node::new(
+                    match &step.value {
+                        Value::Map(m) => Value::Map(Map {
+                            entries: vec![(
+                                key(&name, m.entries[0].0.span),
+                                m.entries[0].1.clone(),
+                            )],
+                        }),
+                        _ => Value::Str(name.clone()),
+                    },
+                    step.span,
+                )),
                 _ => out.push(step.clone()),
             }
             return;
@@ -2008,7 +2013,7 @@ impl Compiler<'_> {
         span: Span,
         cscope: usize,
         def: &Node,
-        arg: Option<Node>,
+        arg: Option<&Node>,
         caller: usize,
         out: &mut Vec<Node>,
         depth: usize,
@@ -2026,7 +2031,7 @@ impl Compiler<'_> {
             let target = Node::new(
                 match arg {
                     Some(a) => Value::Map(Map {
-                        entries: vec![(key(alias, span), a)],
+                        entries: vec![(key(alias, span), a.clone())],
                     }),
                     None => Value::Str(alias.clone()),
                 },
@@ -2041,11 +2046,11 @@ impl Compiler<'_> {
             );
             return;
         };
-        let args = match arg.as_ref().map(|a| &a.value) {
+        let args = match arg.map(|a| &a.value) {
             None | Some(Value::Null) => Map::default(),
             Some(Value::Map(m)) => m.clone(),
             Some(_) => {
-                let a = arg.as_ref().map(|a| a.span).unwrap_or(span);
+                let a = arg.map(|a| a.span).unwrap_or(span);
                 self.error(
                     a,
                     format!("the arguments of command '{name}' must be a map"),

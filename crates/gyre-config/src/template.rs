@@ -146,6 +146,26 @@ impl<'a> Scope<'a> {
 
 /// Parses tag content as an expression over CircleCI references; `None` leaves it literal.
 fn reference_expr(content: &str) -> Option<Expr> {
+    // Configs repeat the same few tags many times: parse each text once per thread.
+    thread_local! {
+        static CACHE: std::cell::RefCell<std::collections::HashMap<String, Option<Expr>>> =
+            std::cell::RefCell::new(std::collections::HashMap::new());
+    }
+    if let Some(hit) = CACHE.with(|c| c.borrow().get(content).cloned()) {
+        return hit;
+    }
+    let parsed = reference_expr_uncached(content);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 8192 {
+            c.clear();
+        }
+        c.insert(content.to_string(), parsed.clone());
+    });
+    parsed
+}
+
+fn reference_expr_uncached(content: &str) -> Option<Expr> {
     let e = expr::parse(content.trim())?;
     let mut paths = Vec::new();
     e.paths(&mut paths);
