@@ -1576,12 +1576,7 @@ impl Compiler<'_> {
         body.remove("parameters");
         let body_node = Node::new(Value::Map(body), job.span);
         let body_node = if self.templating() {
-            let s = Scope {
-                params: Some(&bindings),
-                pipeline: &self.pipeline,
-                pipeline_params: !is_orb,
-                matrix: None,
-            };
+            let s = Scope::element(&bindings, &self.pipeline, is_orb);
             let mut body_node = body_node;
             template::template_mut(&mut body_node, &s, &mut self.rep);
             body_node
@@ -1794,12 +1789,7 @@ impl Compiler<'_> {
         body.remove("parameters");
         body.remove("description");
         let node = Node::new(Value::Map(body), def.span);
-        let s = Scope {
-            params: Some(&bindings),
-            pipeline: &self.pipeline,
-            pipeline_params: !is_orb,
-            matrix: None,
-        };
+        let s = Scope::element(&bindings, &self.pipeline, is_orb);
         let mut node = node;
         template::template_mut(&mut node, &s, &mut self.rep);
         let mut out = match node.value {
@@ -2079,12 +2069,7 @@ impl Compiler<'_> {
         }
         match body.get("steps") {
             Some(steps) => {
-                let s = Scope {
-                    params: Some(&bindings),
-                    pipeline: &self.pipeline,
-                    pipeline_params: !is_orb,
-                    matrix: None,
-                };
+                let s = Scope::element(&bindings, &self.pipeline, is_orb);
                 let steps = template::template(steps, &s, &mut self.rep);
                 self.calls.push((cscope, name.to_string()));
                 self.expand_steps(cscope, &steps, out, depth + 1);

@@ -96,6 +96,17 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// Inside an element (job, command, executor) with its bound parameters; orb bodies
+    /// do not see pipeline parameters.
+    pub fn element(params: &'a Bindings, pipeline: &'a Pipeline, in_orb: bool) -> Self {
+        Scope {
+            params: Some(params),
+            pipeline,
+            pipeline_params: !in_orb,
+            matrix: None,
+        }
+    }
+
     /// Resolves a dotted path, or says why not in CircleCI's words.
     pub fn lookup(&self, path: &str) -> Result<Node, String> {
         let none = Span::default();
@@ -326,14 +337,7 @@ fn find_close<'s>(s: &'s str, reference: &str) -> Option<(&'s str, &'s str)> {
 
 /// Scalar as text for in-string use; `None` for lists and maps.
 pub fn stringify(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => Some(String::new()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Float(_, raw) => Some(raw.clone()),
-        Value::Str(s) => Some(s.clone()),
-        Value::Seq(_) | Value::Map(_) => None,
-    }
+    v.scalar_text()
 }
 
 /// Templates every scalar (and mapping key) of a tree.

@@ -141,14 +141,7 @@ impl Node {
 
     /// The scalar rendered as text (strings as-is, numbers and booleans in YAML form).
     pub fn scalar_text(&self) -> Option<String> {
-        match &self.value {
-            Value::Null => Some(String::new()),
-            Value::Bool(b) => Some(b.to_string()),
-            Value::Int(i) => Some(i.to_string()),
-            Value::Float(_, raw) => Some(raw.clone()),
-            Value::Str(s) => Some(s.clone()),
-            Value::Seq(_) | Value::Map(_) => None,
-        }
+        self.value.scalar_text()
     }
 
     /// Number of nodes in this tree.
@@ -162,6 +155,19 @@ impl Node {
 }
 
 impl Value {
+    /// A scalar as text (strings as-is, numbers and booleans in YAML form, null as
+    /// empty); `None` for lists and maps.
+    pub fn scalar_text(&self) -> Option<String> {
+        match self {
+            Value::Null => Some(String::new()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(_, raw) => Some(raw.clone()),
+            Value::Str(s) => Some(s.clone()),
+            Value::Seq(_) | Value::Map(_) => None,
+        }
+    }
+
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Null => "null",
