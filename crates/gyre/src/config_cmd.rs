@@ -77,14 +77,24 @@ pub(crate) fn compile_input(input: &Input) -> anyhow::Result<gyre_config::Output
     Ok(gyre_config::compile(&text, &opts, source.as_ref()))
 }
 
-fn report(out: &gyre_config::Output) -> bool {
+fn report(input: &Input, out: &gyre_config::Output) -> bool {
     eprint!("{}", out.render_diagnostics());
+    if input.orb_dir.is_none()
+        && out
+            .diagnostics
+            .iter()
+            .any(|d| d.message.starts_with("unknown orb"))
+    {
+        eprintln!(
+            "hint: registry orbs are read from --orb-dir DIR (DIR/<namespace>/<name>/<version>.yml or .../src/@orb.yml)"
+        );
+    }
     out.has_errors()
 }
 
 pub fn process(input: &Input, format: Format) -> anyhow::Result<ExitCode> {
     let out = compile_input(input)?;
-    if report(&out) {
+    if report(input, &out) {
         return Ok(ExitCode::from(1));
     }
     match format {
@@ -99,7 +109,7 @@ pub fn process(input: &Input, format: Format) -> anyhow::Result<ExitCode> {
 
 pub fn validate(input: &Input) -> anyhow::Result<ExitCode> {
     let out = compile_input(input)?;
-    if report(&out) {
+    if report(input, &out) {
         let n = out
             .diagnostics
             .iter()

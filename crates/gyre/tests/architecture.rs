@@ -9,6 +9,7 @@ use std::process::Command;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("gyre-config", &[]),
     ("gyre-orbs", &["gyre-config"]),
+    ("gyre-core", &["gyre-config"]),
     ("gyre-protocol", &[]),
     ("gyre-executor", &["gyre-protocol"]),
     ("gyre-circleci", &["gyre-protocol"]),
@@ -32,6 +33,7 @@ const PURE: &[(&str, &[&str])] = &[
         ],
     ),
     ("gyre-protocol", &["serde", "serde_json"]),
+    ("gyre-core", &["serde", "thiserror"]),
 ];
 
 #[test]
