@@ -267,6 +267,17 @@ impl DockerExecutor {
         if let Some(io) = io {
             host_config.binds = Some(vec![format!("{}:{IO_DIR}", io.dir.path().display())]);
         }
+        // All containers share the primary's network namespace: a service's `name` is
+        // one more name for localhost (the host network has its own /etc/hosts).
+        let names: Vec<String> = task_images(task)
+            .iter()
+            .skip(1)
+            .filter_map(|c| c.name.as_ref())
+            .map(|name| format!("{name}:127.0.0.1"))
+            .collect();
+        if !names.is_empty() && self.config.job_network != JobNetwork::Host {
+            host_config.extra_hosts = Some(names);
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint,
@@ -542,6 +553,13 @@ impl FrameSocket {
                 }
             }
         }
+    }
+}
+
+fn task_images(task: &TaskSpec) -> &[ContainerSpec] {
+    match &task.executor {
+        ExecutorSpec::Docker { images } => images,
+        ExecutorSpec::Machine { .. } => &[],
     }
 }
 

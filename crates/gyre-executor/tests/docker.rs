@@ -194,6 +194,8 @@ async fn background_step_and_service_container_on_localhost() {
             run(
                 "for i in $(seq 1 100); do wget -q -O - http://localhost:8080/service.txt 2>/dev/null && exit 0; sleep 0.1; done; exit 1",
             ),
+            // The service's `name` is one more name for localhost.
+            run("wget -q -O - http://web:8080/service.txt"),
         ],
     );
     let ExecutorSpec::Docker { images } = &mut task.executor else {
@@ -206,6 +208,7 @@ async fn background_step_and_service_container_on_localhost() {
             "mkdir -p /srv && echo \"service says $GREETING\" > /srv/service.txt && exec httpd -f -p 8080 -h /srv".into(),
         ]),
         environment: vec![("GREETING".into(), "hello".into())],
+        name: Some("web".into()),
         ..ContainerSpec::default()
     });
     let (outcome, sink) = execute(config("service", data.path()), &task).await;
@@ -219,6 +222,7 @@ async fn background_step_and_service_container_on_localhost() {
     assert_eq!(outcome.steps[0], StepStatus::Background);
     assert_eq!(sink.step_text(1), "served-by-background\n");
     assert_eq!(sink.step_text(2), "service says hello\n");
+    assert_eq!(sink.step_text(3), "service says hello\n");
     assert_eq!(leftovers("service").await, 0);
 }
 
