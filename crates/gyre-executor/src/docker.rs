@@ -109,12 +109,47 @@ impl DockerExecutor {
         }
         let cleanup = Cleanup::new(self.docker.clone());
         let result = self.run_inner(task, images, sink, &cleanup).await;
+        let result = match result {
+            Err(err @ (Error::Docker { .. } | Error::Helper(_))) => {
+                // An entrypoint or command that exits ends the job (§3.4): say so.
+                match self.primary_exit(&cleanup).await {
+                    Some(code) => Ok(failed(format!(
+                        "the primary container ({}) exited with code {code}: its entrypoint/command ended, which ends the job ({err})",
+                        images[0].image
+                    ))),
+                    None => Err(err),
+                }
+            }
+            other => other,
+        };
         cleanup.remove_all().await;
         match result {
             Ok(outcome) => Ok(outcome),
             Err(err @ Error::ImageUnavailable { .. }) => Ok(failed(err.to_string())),
             Err(err) => Err(err),
         }
+    }
+
+    /// Exit code of the primary container if it stopped (waiting up to 2 s for a container
+    /// that is still going down).
+    async fn primary_exit(&self, cleanup: &Cleanup) -> Option<i64> {
+        let primary = cleanup.first()?;
+        for _ in 0..10 {
+            let inspect = self
+                .docker
+                .inspect_container(
+                    &primary,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()?;
+            let state = inspect.state?;
+            if state.running == Some(false) {
+                return Some(state.exit_code.unwrap_or(-1));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        None
     }
 
     async fn run_inner(
@@ -623,6 +658,10 @@ impl Cleanup {
         if let Ok(mut ids) = self.ids.lock() {
             ids.push(id.to_owned());
         }
+    }
+
+    fn first(&self) -> Option<String> {
+        self.ids.lock().ok()?.first().cloned()
     }
 
     fn take(&self) -> Vec<String> {

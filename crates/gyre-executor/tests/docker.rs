@@ -572,3 +572,22 @@ async fn dropping_the_task_removes_its_containers() {
     assert!(sink.text().contains("started"), "{}", sink.text());
     assert_eq!(leftovers("cancel").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_entrypoint_that_exits_ends_the_job() {
+    let data = tempfile::tempdir().unwrap();
+    let mut task = docker_task(&[BUSYBOX], vec![run("echo never")]);
+    let ExecutorSpec::Docker { images } = &mut task.executor else {
+        unreachable!()
+    };
+    images[0].entrypoint = Some(vec!["/bin/sh".into(), "-c".into(), "exit 3".into()]);
+    let (outcome, sink) = execute(config("exits", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    let message = outcome.message.unwrap();
+    assert!(
+        message.contains("the primary container (gyre-test/busybox:latest) exited with code 3"),
+        "{message}"
+    );
+    assert!(!sink.text().contains("never"));
+    assert_eq!(leftovers("exits").await, 0);
+}
