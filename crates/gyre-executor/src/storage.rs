@@ -444,6 +444,36 @@ pub(crate) async fn checkout(
     source: &CheckoutSource,
     dest: &str,
 ) -> Result<Vec<String>, Error> {
+    // Like CircleCI: a destination that has files but is no git repository is an error
+    // (a git repository is updated in place).
+    let probe: Exporter<(bool, bool)> = Box::new(|reader, _| {
+        let mut archive = tar::Archive::new(reader);
+        let (mut non_empty, mut git) = (false, false);
+        for entry in archive
+            .entries()
+            .map_err(|e| Error::io("reading the destination", e))?
+        {
+            let entry = entry.map_err(|e| Error::io("reading the destination", e))?;
+            let path = entry
+                .path()
+                .map_err(|e| Error::io("reading the destination", e))?;
+            let rel = strip_first(&path);
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            non_empty = true;
+            if rel == Path::new(".git") {
+                git = true;
+                break;
+            }
+        }
+        Ok((non_empty, git))
+    });
+    if let Some((true, false)) = target.export(dest, probe).await? {
+        return Err(Error::InvalidTask(format!(
+            "Directory ({dest}) you are trying to checkout to is not empty and not a git repository"
+        )));
+    }
     let tmp = tempfile::tempdir().map_err(|e| Error::io("creating a checkout directory", e))?;
     let clone_dir = tmp.path().join("src");
     git(

@@ -450,6 +450,10 @@ async fn test_results_parsed_then_used_for_timing_split() {
                 run(&format!("{split} 0")),
                 run(&format!("{split} 1")),
                 run("circleci tests glob 'tests/*.py' | circleci tests split"),
+                run(
+                    "circleci tests glob 'tests/*.py' | circleci tests run --command 'xargs echo ran' --split-by=timings --index 1 --total 2",
+                ),
+                run("echo 'x y' | circleci-agent tests split --total 2 --index=1"),
             ],
         ),
         repo.path(),
@@ -472,6 +476,11 @@ async fn test_results_parsed_then_used_for_timing_split() {
         sink.step_text(3),
         "tests/test_a.py\ntests/test_b.py\ntests/test_c.py\ntests/test_d.py\n"
     );
+    assert_eq!(
+        sink.step_text(4),
+        "ran tests/test_b.py tests/test_c.py tests/test_d.py\n"
+    );
+    assert_eq!(sink.step_text(5), "y\n");
     assert_eq!(leftovers("results").await, 0);
 }
 
@@ -590,4 +599,43 @@ async fn primary_entrypoint_that_exits_ends_the_job() {
     );
     assert!(!sink.text().contains("never"));
     assert_eq!(leftovers("exits").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_refuses_a_non_empty_directory_that_is_not_a_repository() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, sha) = fixture_repo("checkout");
+    let task = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                // A git repository is updated in place.
+                StepSpec::Checkout { path: None },
+                run("mkdir -p /tmp/notgit && echo x > /tmp/notgit/f"),
+                StepSpec::Checkout {
+                    path: Some("/tmp/notgit".into()),
+                },
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("notgit", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(
+        outcome.steps,
+        [
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Failed
+        ]
+    );
+    assert!(
+        sink.step_text(3)
+            .contains("Directory (/tmp/notgit) you are trying to checkout to is not empty and not a git repository"),
+        "{}",
+        sink.text()
+    );
 }
