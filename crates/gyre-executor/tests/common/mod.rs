@@ -166,7 +166,7 @@ pub fn with_checkout(mut task: TaskSpec, repo: &Path, sha: &str) -> TaskSpec {
 /// A config whose containers carry a label unique to the test, and a data directory.
 pub fn config(label: &str, data_dir: &Path) -> ExecutorConfig {
     let mut config = ExecutorConfig::new(data_dir, helper());
-    config.label = format!("gyre.test.{label}");
+    config.label = run_label(label);
     config
 }
 
@@ -188,13 +188,16 @@ pub async fn leftovers(label: &str) -> usize {
         .negotiate_version()
         .await
         .unwrap();
-    let filters = std::collections::HashMap::from([(
-        "label".to_string(),
-        vec![format!("gyre.test.{label}")],
-    )]);
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![run_label(label)])]);
     let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
         .all(true)
         .filters(&filters)
         .build();
     docker.list_containers(Some(options)).await.unwrap().len()
+}
+
+/// The container label of one test in this test process: unique across processes, so
+/// concurrent runs on one Docker daemon never count each other's containers.
+pub fn run_label(label: &str) -> String {
+    format!("gyre.test.{}.{label}", std::process::id())
 }
