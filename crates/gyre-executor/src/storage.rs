@@ -672,7 +672,8 @@ pub(crate) async fn persist_workspace(
     target: &Target,
     data_dir: &Path,
     workspace_id: &str,
-    layer_name: &str,
+    job: &str,
+    node: u32,
     root: &str,
     paths: &[String],
 ) -> Result<String, Error> {
@@ -728,10 +729,10 @@ pub(crate) async fn persist_workspace(
         )));
     }
     let key = format!(
-        "workspaces/{}/{}-{}.tar.zst",
+        "workspaces/{}/{}.{}.{node}.tar.zst",
         escape_segment(workspace_id),
         unique(),
-        escape_segment(layer_name)
+        hex(job)
     );
     LocalStorage::new(data_dir).put_file(&key, tmp.path(), false)?;
     Ok(format!(
@@ -739,16 +740,32 @@ pub(crate) async fn persist_workspace(
     ))
 }
 
-/// `attach_workspace`: every layer of the workspace, oldest first, extracted under `at`.
+/// Lower-case hex of `text`: a job name as one dot-free key segment.
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `attach_workspace`: the layers of the workspace (those of `upstream` jobs when given),
+/// oldest first, extracted under `at`.
 pub(crate) async fn attach_workspace(
     target: &Target,
     data_dir: &Path,
     workspace_id: &str,
+    upstream: Option<&[String]>,
     at: &str,
 ) -> Result<String, Error> {
     let storage = LocalStorage::new(data_dir);
     let mut layers = storage.list(&format!("workspaces/{}/", escape_segment(workspace_id)))?;
     layers.sort();
+    if let Some(upstream) = upstream {
+        let wanted: Vec<String> = upstream.iter().map(|job| hex(job)).collect();
+        layers.retain(|(key, _)| {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            name.split('.')
+                .nth(1)
+                .is_some_and(|job| wanted.iter().any(|w| w == job))
+        });
+    }
     let prefix = rel_to_root(Path::new(at));
     for (key, _) in &layers {
         let Some(file) = storage.get_file(key)? else {

@@ -324,7 +324,8 @@ impl<'a> Runner<'a> {
                     &self.target,
                     &self.config.data_dir,
                     &self.task.job.workflow_workspace_id,
-                    &format!("{}-{}", self.task.job.name, self.task.node.index),
+                    &self.task.job.name,
+                    self.task.node.index,
                     &root,
                     paths,
                 )
@@ -338,6 +339,7 @@ impl<'a> Runner<'a> {
                     &self.target,
                     &self.config.data_dir,
                     &self.task.job.workflow_workspace_id,
+                    self.task.job.workspace_upstream.as_deref(),
                     &at,
                 )
                 .await?;

@@ -371,16 +371,33 @@ async fn workspace_passed_between_two_tasks() {
         outcome.message,
         sink.text()
     );
+    // A job that is not upstream of `deploy` persists a layer too.
+    let mut lint = docker_task(
+        &[BUSYBOX],
+        vec![
+            run("mkdir -p /tmp/l && echo linted > /tmp/l/lint.txt"),
+            StepSpec::PersistToWorkspace {
+                root: "/tmp/l".into(),
+                paths: vec!["lint.txt".into()],
+            },
+        ],
+    );
+    lint.job.name = "lint".into();
+    let (outcome, _) = execute(config("workspace", data.path()), &lint).await;
+    assert_eq!(outcome.status, TaskStatus::Success);
     let mut second = docker_task(
         &[DEBIAN],
         vec![
             StepSpec::AttachWorkspace {
                 at: "attached".into(),
             },
-            run("cat attached/out/nested/app.bin attached/keep.txt attached/other.txt"),
+            run(
+                "cat attached/out/nested/app.bin attached/keep.txt attached/other.txt; test ! -e attached/lint.txt",
+            ),
         ],
     );
     second.job.name = "deploy".into();
+    second.job.workspace_upstream = Some(vec!["build".into()]);
     let (outcome, sink) = execute(config("workspace", data.path()), &second).await;
     assert_eq!(
         outcome.status,
@@ -390,6 +407,17 @@ async fn workspace_passed_between_two_tasks() {
         sink.text()
     );
     assert_eq!(sink.step_text(1), "built\nyes\nskip\n");
+    // Without an upstream list, every layer is applied.
+    let all = docker_task(
+        &[BUSYBOX],
+        vec![
+            StepSpec::AttachWorkspace { at: "/w".into() },
+            run("cat /w/lint.txt /w/keep.txt"),
+        ],
+    );
+    let (outcome, sink) = execute(config("workspace", data.path()), &all).await;
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    assert_eq!(sink.step_text(1), "linted\nyes\n");
     assert_eq!(leftovers("workspace").await, 0);
 }
 

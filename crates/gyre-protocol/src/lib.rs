@@ -75,6 +75,9 @@ pub struct JobInfo {
     pub username: String,
     /// URLs of the associated pull requests (`CIRCLE_PULL_REQUEST(S)`).
     pub pull_requests: Vec<String>,
+    /// Jobs whose workspace layers `attach_workspace` applies: the job's transitive
+    /// upstream in the workflow (§4.12). `None` applies every layer of the workspace.
+    pub workspace_upstream: Option<Vec<String>>,
 }
 
 /// One environment variable.
