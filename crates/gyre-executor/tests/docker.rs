@@ -667,3 +667,31 @@ async fn checkout_refuses_a_non_empty_directory_that_is_not_a_repository() {
         sink.text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_run_as_the_configured_user_and_own_the_checkout() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, sha) = fixture_repo("checkout");
+    let mut task = with_checkout(
+        docker_task(
+            &[BUSYBOX],
+            vec![
+                StepSpec::Checkout { path: None },
+                run(
+                    "id -u; echo changed >> README.md && tail -n 1 README.md; echo 'export A=1' >> \"$BASH_ENV\"",
+                ),
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    task.working_directory = "/tmp/work".into();
+    let ExecutorSpec::Docker { images } = &mut task.executor else {
+        unreachable!()
+    };
+    images[0].user = Some("nobody".into());
+    let (outcome, sink) = execute(config("user", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    assert_eq!(sink.step_text(1), "65534\nchanged\n");
+    assert_eq!(leftovers("user").await, 0);
+}
