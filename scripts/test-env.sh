@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # Prepares what the integration tests need; sourced by scripts/test.sh (as root on a fresh
 # Debian 12 machine in CI). Idempotent and fast when everything is already there:
-#   - Debian packages: docker.io, debootstrap, busybox-static, git, zstd;
+#   - Debian packages: docker.io, debootstrap, busybox-static, git, zstd, postgresql-15
+#     (the gyre-store tests start their own throwaway cluster from
+#     /usr/lib/postgresql/15/bin as the `postgres` user the package creates; nothing
+#     here starts PostgreSQL);
 #   - a Docker daemon answering on /var/run/docker.sock, started as
 #     `dockerd --bridge=none --iptables=false` if none answers (no bridge networks, ever);
 #   - local test images built offline with `docker import` (nothing is ever pulled):
@@ -19,6 +22,8 @@ gyre_env_setup() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v git >/dev/null 2>&1 || missing+=(git)
   command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+  { [ -x /usr/lib/postgresql/15/bin/initdb ] && id -u postgres >/dev/null 2>&1; } ||
+    missing+=(postgresql-15)
   if [ "${#missing[@]}" -gt 0 ]; then
     gyre_env_log "installing ${missing[*]}"
     apt-get update -qq

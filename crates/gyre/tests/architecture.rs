@@ -10,6 +10,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gyre-config", &[]),
     ("gyre-orbs", &["gyre-config"]),
     ("gyre-core", &["gyre-config"]),
+    ("gyre-store", &["gyre-core"]),
     ("gyre-protocol", &[]),
     ("gyre-executor", &["gyre-protocol"]),
     ("gyre-circleci", &["gyre-protocol"]),
@@ -35,6 +36,9 @@ const PURE: &[(&str, &[&str])] = &[
     ("gyre-protocol", &["serde", "serde_json"]),
     ("gyre-core", &["serde", "thiserror"]),
 ];
+
+/// Third-party crates that exactly one workspace crate may use: only gyre-store knows SQL.
+const ONLY_IN: &[(&str, &str)] = &[("sqlx", "gyre-store")];
 
 #[test]
 fn crate_graph_matches_architecture() {
@@ -85,6 +89,14 @@ fn crate_graph_matches_architecture() {
             assert!(
                 allowed.contains(dep),
                 "{name} must not depend on {dep} (see ARCHITECTURE.md)"
+            );
+        }
+    }
+    for (name, (_, external)) in &graph {
+        for (dep, owner) in ONLY_IN {
+            assert!(
+                !external.contains(dep) || name == owner,
+                "{name} must not depend on {dep}: only {owner} may (see ARCHITECTURE.md)"
             );
         }
     }

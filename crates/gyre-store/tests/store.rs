@@ -1,0 +1,803 @@
+//! The store suite. Every test here runs twice, on SQLite and on PostgreSQL (see
+//! `support`), through `both_engines!`: the same assertions hold on both engines.
+
+mod support;
+
+use gyre_core::{AgentId, JobId, JobStatus, PipelineStatus, TaskId, TaskResult, WorkflowStatus};
+use gyre_store::{
+    AgentStatus, Error, LogChunk, Millis, NewJob, NewPipeline, NewProject, NewTask, ProjectId,
+    Store, Stream, TaskKey,
+};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+macro_rules! both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let db = crate::support::sqlite().await;
+                super::$name(db.store.clone()).await;
+                db.store.close().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let db = crate::support::postgres().await;
+                super::$name(db.store.clone()).await;
+                db.store.close().await;
+            }
+        }
+    )*};
+}
+
+both_engines!(
+    migrate_is_idempotent,
+    projects,
+    pipeline_numbers_under_concurrency,
+    pipeline_state_and_workflows,
+    duplicate_delivery_recorded_once,
+    concurrent_claims_never_share_a_task,
+    claim_rules,
+    lease_expiry_returns_exactly_the_expired,
+    cancel_task,
+    log_chunks_idempotent_and_ordered,
+    agents,
+);
+
+const T0: Millis = Millis(1_700_000_000_000);
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn new_project(store: &Store, slug: &str) -> ProjectId {
+    let settings = json!({"build_fork_prs": false});
+    store
+        .create_project(
+            &NewProject {
+                slug,
+                repo_url: "file:///srv/git/repo",
+                default_branch: "main",
+                webhook_secret: Some("s3cret"),
+                settings: &settings,
+            },
+            T0,
+        )
+        .await
+        .expect("create project")
+        .id
+}
+
+fn pipeline_for(project: ProjectId) -> NewPipeline<'static> {
+    NewPipeline {
+        project,
+        trigger_kind: "webhook",
+        trigger_actor: "alice",
+        branch: Some("main"),
+        tag: None,
+        revision: "0123456789abcdef0123456789abcdef01234567",
+    }
+}
+
+/// A project, a pipeline and a workflow with `n_jobs` jobs; returns the workflow.
+async fn workflow(store: &Store, slug: &str, n_jobs: usize) -> gyre_core::WorkflowId {
+    let project = new_project(store, slug).await;
+    let pipeline = store
+        .create_pipeline(&pipeline_for(project), T0)
+        .await
+        .expect("create pipeline");
+    let names: Vec<String> = (0..n_jobs).map(|i| format!("job-{i}")).collect();
+    let jobs: Vec<NewJob> = names
+        .iter()
+        .map(|name| NewJob {
+            name,
+            status: JobStatus::Queued,
+            approval: false,
+        })
+        .collect();
+    store
+        .create_workflow(pipeline.id, "main", &jobs, T0)
+        .await
+        .expect("create workflow")
+        .0
+}
+
+async fn enqueue(store: &Store, key: TaskKey, class: &str, at: Millis) {
+    let payload = json!({"task": key.task.0});
+    store
+        .enqueue_task(
+            &NewTask {
+                key,
+                job: JobId(0),
+                node_index: u32::try_from(key.task.0).expect("small"),
+                attempt: 0,
+                resource_class: class,
+                payload: &payload,
+            },
+            at,
+        )
+        .await
+        .expect("enqueue");
+}
+
+fn key(workflow: gyre_core::WorkflowId, task: u64) -> TaskKey {
+    TaskKey {
+        workflow,
+        task: TaskId(task),
+    }
+}
+
+async fn agent(store: &Store, name: &str) -> AgentId {
+    store
+        .register_agent(name, &format!("hash-of-{name}"), T0)
+        .await
+        .expect("register agent")
+        .id
+}
+
+async fn migrate_is_idempotent(store: Store) {
+    store.migrate().await.expect("second migrate");
+    new_project(&store, "gh/acme/after-remigrate").await;
+    store.migrate().await.expect("third migrate, with data");
+    assert!(
+        store
+            .project_by_slug("gh/acme/after-remigrate")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn projects(store: Store) {
+    let id = new_project(&store, "gh/acme/api").await;
+    let by_slug = store.project_by_slug("gh/acme/api").await.unwrap().unwrap();
+    assert_eq!(by_slug.id, id);
+    assert_eq!(by_slug.repo_url, "file:///srv/git/repo");
+    assert_eq!(by_slug.default_branch, "main");
+    assert_eq!(by_slug.webhook_secret.as_deref(), Some("s3cret"));
+    assert_eq!(by_slug.settings, json!({"build_fork_prs": false}));
+    assert_eq!(by_slug.created_at, T0);
+    assert_eq!(store.project(id).await.unwrap(), Some(by_slug));
+
+    let settings = json!({});
+    let dup = store
+        .create_project(
+            &NewProject {
+                slug: "gh/acme/api",
+                repo_url: "https://elsewhere",
+                default_branch: "dev",
+                webhook_secret: None,
+                settings: &settings,
+            },
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(&dup, Err(Error::ProjectExists(s)) if s == "gh/acme/api"),
+        "{dup:?}"
+    );
+    let other = new_project(&store, "gh/acme/web").await;
+    assert_ne!(other, id);
+    assert_eq!(store.project_by_slug("gh/acme/nope").await.unwrap(), None);
+    assert_eq!(store.project(ProjectId(999_999)).await.unwrap(), None);
+}
+
+async fn pipeline_numbers_under_concurrency(store: Store) {
+    let a = new_project(&store, "gh/acme/a").await;
+    let b = new_project(&store, "gh/acme/b").await;
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        let store = store.clone();
+        let project = if i % 3 == 0 { b } else { a };
+        handles.push(tokio::spawn(async move {
+            store
+                .create_pipeline(&pipeline_for(project), T0)
+                .await
+                .expect("create pipeline")
+        }));
+    }
+    let mut numbers: BTreeMap<ProjectId, Vec<u64>> = BTreeMap::new();
+    let mut ids = BTreeSet::new();
+    for h in handles {
+        let p = h.await.expect("join");
+        numbers.entry(p.project).or_default().push(p.number);
+        assert!(ids.insert(p.id), "pipeline id {} given twice", p.id);
+    }
+    for list in numbers.values_mut() {
+        list.sort();
+    }
+    assert_eq!(numbers[&a], (1..=20).collect::<Vec<_>>());
+    assert_eq!(numbers[&b], (1..=10).collect::<Vec<_>>());
+
+    let listed = store.pipelines(a, 3).await.unwrap();
+    let listed: Vec<u64> = listed.iter().map(|p| p.number).collect();
+    assert_eq!(listed, [20, 19, 18]);
+
+    let unknown = store
+        .create_pipeline(&pipeline_for(ProjectId(424_242)), T0)
+        .await;
+    assert!(
+        matches!(unknown, Err(Error::UnknownProject(_))),
+        "{unknown:?}"
+    );
+}
+
+async fn pipeline_state_and_workflows(store: Store) {
+    let project = new_project(&store, "gh/acme/flow").await;
+    let p = store
+        .create_pipeline(&pipeline_for(project), T0)
+        .await
+        .unwrap();
+    assert_eq!(p.state, PipelineStatus::Pending);
+    assert_eq!(store.pipeline(p.id).await.unwrap().as_ref(), Some(&p));
+
+    let errors = json!([{"type": "config", "message": "line 3: bad"}]);
+    store
+        .set_pipeline_state(p.id, PipelineStatus::Errored, &errors, Some("version: 2.1"))
+        .await
+        .unwrap();
+    let got = store.pipeline(p.id).await.unwrap().unwrap();
+    assert_eq!(got.state, PipelineStatus::Errored);
+    assert_eq!(got.errors, errors);
+    assert_eq!(got.config.as_deref(), Some("version: 2.1"));
+    // `None` keeps the stored config.
+    store
+        .set_pipeline_state(p.id, PipelineStatus::Created, &json!([]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .pipeline(p.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .config
+            .as_deref(),
+        Some("version: 2.1")
+    );
+    let missing = store
+        .set_pipeline_state(
+            gyre_core::PipelineId(777_777),
+            PipelineStatus::Created,
+            &json!([]),
+            None,
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+
+    // Job numbers run on per project across workflows; approvals get none.
+    let jobs = [
+        NewJob {
+            name: "build",
+            status: JobStatus::Queued,
+            approval: false,
+        },
+        NewJob {
+            name: "hold",
+            status: JobStatus::Blocked,
+            approval: true,
+        },
+        NewJob {
+            name: "deploy",
+            status: JobStatus::Blocked,
+            approval: false,
+        },
+    ];
+    let (w1, n1) = store.create_workflow(p.id, "one", &jobs, T0).await.unwrap();
+    let (w2, n2) = store.create_workflow(p.id, "two", &jobs, T0).await.unwrap();
+    assert_ne!(w1, w2);
+    assert_eq!(n1, [Some(1), None, Some(2)]);
+    assert_eq!(n2, [Some(3), None, Some(4)]);
+
+    assert!(
+        store
+            .set_job_status(w1, JobId(1), JobStatus::Success, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_job_status(w1, JobId(9), JobStatus::Success, T0)
+            .await
+            .unwrap()
+    );
+    let listed = store.jobs(w1).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("build".to_string(), JobStatus::Queued, Some(1)),
+            ("hold".to_string(), JobStatus::Success, None),
+            ("deploy".to_string(), JobStatus::Blocked, Some(2)),
+        ]
+    );
+    assert!(
+        store
+            .set_workflow_status(w1, WorkflowStatus::Failed, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_workflow_status(gyre_core::WorkflowId(888_888), WorkflowStatus::Failed, T0)
+            .await
+            .unwrap()
+    );
+}
+
+async fn duplicate_delivery_recorded_once(store: Store) {
+    let mut handles = Vec::new();
+    for _ in 0..40 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .record_delivery("72d3162e-cc78-11e3-81ab-4c9367dc0958", T0)
+                .await
+                .expect("record delivery")
+        }));
+    }
+    let mut firsts = 0;
+    for h in handles {
+        firsts += usize::from(h.await.expect("join"));
+    }
+    assert_eq!(firsts, 1, "exactly one call sees the delivery first");
+    assert!(
+        !store
+            .record_delivery("72d3162e-cc78-11e3-81ab-4c9367dc0958", T0)
+            .await
+            .unwrap()
+    );
+    assert!(store.record_delivery("another", T0).await.unwrap());
+}
+
+async fn concurrent_claims_never_share_a_task(store: Store) {
+    const TASKS: u64 = 50;
+    const CLAIMERS: usize = 8;
+    let wf = workflow(&store, "gh/acme/queue", 1).await;
+    for t in 0..TASKS {
+        enqueue(&store, key(wf, t), "medium", Millis(T0.0 + t as i64)).await;
+    }
+    let mut agents = Vec::new();
+    for i in 0..CLAIMERS {
+        agents.push(agent(&store, &format!("agent-{i}")).await);
+    }
+    let mut handles = Vec::new();
+    for agent in agents {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(task) = store
+                .claim_task(agent, &["small", "medium"], T0, LEASE)
+                .await
+                .expect("claim")
+            {
+                assert_eq!(task.lease_owner, Some(agent));
+                assert_eq!(task.status, JobStatus::Running);
+                mine.push(task.key);
+            }
+            (agent, mine)
+        }));
+    }
+    let mut owner: BTreeMap<TaskKey, AgentId> = BTreeMap::new();
+    for h in handles {
+        let (agent, mine) = h.await.expect("join");
+        for k in mine {
+            if let Some(other) = owner.insert(k, agent) {
+                panic!("task {k} went to agents {other} and {agent}");
+            }
+        }
+    }
+    assert_eq!(owner.len() as u64, TASKS, "every task claimed once");
+    for (k, agent) in &owner {
+        let stored = store.task(*k).await.unwrap().expect("stored");
+        assert_eq!(stored.status, JobStatus::Running);
+        assert_eq!(stored.lease_owner, Some(*agent));
+        assert_eq!(stored.lease_expires_at, Some(T0.plus(LEASE)));
+        assert_eq!(stored.payload, json!({"task": k.task.0}));
+    }
+}
+
+async fn claim_rules(store: Store) {
+    let wf = workflow(&store, "gh/acme/rules", 1).await;
+    let a = agent(&store, "a").await;
+    // Queued out of id order: the oldest goes first.
+    enqueue(&store, key(wf, 0), "large", Millis(T0.0 + 30)).await;
+    enqueue(&store, key(wf, 1), "medium", Millis(T0.0 + 20)).await;
+    enqueue(&store, key(wf, 2), "medium", Millis(T0.0 + 10)).await;
+
+    let again = store
+        .enqueue_task(
+            &NewTask {
+                key: key(wf, 2),
+                job: JobId(0),
+                node_index: 0,
+                attempt: 0,
+                resource_class: "medium",
+                payload: &json!({}),
+            },
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(again, Err(Error::TaskExists(k)) if k == key(wf, 2)),
+        "{again:?}"
+    );
+
+    assert_eq!(store.claim_task(a, &[], T0, LEASE).await.unwrap(), None);
+    assert_eq!(
+        store.claim_task(a, &["xlarge"], T0, LEASE).await.unwrap(),
+        None
+    );
+    // An unknown agent gets nothing and takes nothing.
+    assert_eq!(
+        store
+            .claim_task(AgentId(5_000), &["medium"], T0, LEASE)
+            .await
+            .unwrap(),
+        None
+    );
+    let first = store
+        .claim_task(a, &["medium"], T0, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.key, key(wf, 2));
+    assert_eq!(first.resource_class, "medium");
+    let second = store
+        .claim_task(a, &["medium"], T0, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.key, key(wf, 1));
+    assert_eq!(
+        store.claim_task(a, &["medium"], T0, LEASE).await.unwrap(),
+        None
+    );
+
+    // A draining agent takes no new work; another agent does.
+    assert!(store.drain_agent(a).await.unwrap());
+    assert_eq!(
+        store.claim_task(a, &["large"], T0, LEASE).await.unwrap(),
+        None
+    );
+    let b = agent(&store, "b").await;
+    let third = store
+        .claim_task(b, &["large"], T0, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.key, key(wf, 0));
+    // Its lease is still renewable by its owner only.
+    assert!(
+        store
+            .renew_lease(first.key, a, T0.plus(LEASE * 2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .renew_lease(first.key, b, T0.plus(LEASE * 2))
+            .await
+            .unwrap()
+    );
+}
+
+async fn lease_expiry_returns_exactly_the_expired(store: Store) {
+    let wf = workflow(&store, "gh/acme/leases", 1).await;
+    let a = agent(&store, "a").await;
+    for t in 0..6 {
+        enqueue(&store, key(wf, t), "medium", Millis(T0.0 + t as i64)).await;
+    }
+    // Tasks 0..5 claimed at T0 + t seconds with a 30 s lease: lease ends T0 + 30 + t s.
+    for t in 0..5 {
+        let now = T0.plus(Duration::from_secs(t));
+        let task = store
+            .claim_task(a, &["medium"], now, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(task.key, key(wf, t));
+    }
+    // Task 1 renews far ahead; task 3 finishes; task 5 stays queued.
+    assert!(
+        store
+            .renew_lease(key(wf, 1), a, T0.plus(Duration::from_secs(600)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_task(key(wf, 3), a, TaskResult::Success, T0)
+            .await
+            .unwrap()
+    );
+
+    // Before any lease ends: nothing.
+    let just_before = Millis(T0.plus(LEASE).0 - 1);
+    assert_eq!(store.expire_leases(just_before).await.unwrap(), []);
+    // At T0 + 32 s: tasks 0 (ended at 30 s) and 2 (ended at 32 s, inclusive).
+    let now = T0.plus(Duration::from_secs(32));
+    assert_eq!(
+        store.expire_leases(now).await.unwrap(),
+        [key(wf, 0), key(wf, 2)]
+    );
+    // Reported once.
+    assert_eq!(store.expire_leases(now).await.unwrap(), []);
+    let later = T0.plus(Duration::from_secs(100));
+    assert_eq!(store.expire_leases(later).await.unwrap(), [key(wf, 4)]);
+
+    for (t, status) in [
+        (0, JobStatus::InfrastructureFail),
+        (1, JobStatus::Running),
+        (2, JobStatus::InfrastructureFail),
+        (3, JobStatus::Success),
+        (4, JobStatus::InfrastructureFail),
+        (5, JobStatus::Queued),
+    ] {
+        let task = store.task(key(wf, t)).await.unwrap().unwrap();
+        assert_eq!(task.status, status, "task {t}");
+    }
+    // The agent that lost the lease can neither renew nor report.
+    assert!(!store.renew_lease(key(wf, 0), a, later).await.unwrap());
+    assert!(
+        !store
+            .finish_task(key(wf, 0), a, TaskResult::Success, later)
+            .await
+            .unwrap()
+    );
+    // Another agent cannot report on a task it does not hold; the holder can, once.
+    let b = agent(&store, "b").await;
+    assert!(
+        !store
+            .finish_task(key(wf, 1), b, TaskResult::Failed, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_task(key(wf, 1), a, TaskResult::Failed, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .finish_task(key(wf, 1), a, TaskResult::Success, later)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.task(key(wf, 1)).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
+
+    // Concurrent expiry (several servers): each expired task reported by one call.
+    for t in 6..26 {
+        enqueue(&store, key(wf, t), "medium", later).await;
+        store
+            .claim_task(a, &["medium"], later, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let much_later = later.plus(Duration::from_secs(3600));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store.expire_leases(much_later).await.unwrap()
+        }));
+    }
+    let mut seen = Vec::new();
+    for h in handles {
+        seen.extend(h.await.expect("join"));
+    }
+    seen.sort();
+    // Task 5 was claimed by the loop above too (it was queued and oldest).
+    let mut expected: Vec<TaskKey> = (5..26).map(|t| key(wf, t)).collect();
+    expected.retain(|k| k.task != TaskId(25));
+    assert_eq!(seen, expected);
+}
+
+async fn cancel_task(store: Store) {
+    let wf = workflow(&store, "gh/acme/cancel", 1).await;
+    let a = agent(&store, "a").await;
+    enqueue(&store, key(wf, 0), "medium", T0).await;
+    enqueue(&store, key(wf, 1), "medium", Millis(T0.0 + 1)).await;
+    let running = store
+        .claim_task(a, &["medium"], T0, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(running.key, key(wf, 0));
+    // A queued task leaves the queue.
+    assert!(store.cancel_task(key(wf, 1), T0).await.unwrap());
+    assert_eq!(
+        store.claim_task(a, &["medium"], T0, LEASE).await.unwrap(),
+        None
+    );
+    // A running one: its agent learns it at the next renewal.
+    assert!(store.cancel_task(key(wf, 0), T0).await.unwrap());
+    assert!(
+        !store
+            .renew_lease(key(wf, 0), a, T0.plus(LEASE))
+            .await
+            .unwrap()
+    );
+    assert!(!store.cancel_task(key(wf, 0), T0).await.unwrap());
+    assert_eq!(
+        store.task(key(wf, 0)).await.unwrap().unwrap().status,
+        JobStatus::Canceled
+    );
+    // A canceled task's lease never "expires".
+    assert_eq!(store.expire_leases(T0.plus(LEASE * 10)).await.unwrap(), []);
+}
+
+fn chunk(seq: u64, data: &[u8]) -> LogChunk {
+    LogChunk {
+        seq,
+        step: 1,
+        stream: if seq.is_multiple_of(2) {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        },
+        at: Millis(T0.0 + seq as i64),
+        data: data.to_vec(),
+    }
+}
+
+async fn log_chunks_idempotent_and_ordered(store: Store) {
+    let wf = workflow(&store, "gh/acme/logs", 1).await;
+    enqueue(&store, key(wf, 0), "medium", T0).await;
+    enqueue(&store, key(wf, 1), "medium", T0).await;
+    let k = key(wf, 0);
+    // Out of order, with bytes that are not UTF-8.
+    assert!(
+        store
+            .append_log_chunk(k, &chunk(2, b"\x1b[31mred\x1b[0m\n"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .append_log_chunk(k, &chunk(0, b"hello\n"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .append_log_chunk(k, &chunk(1, &[0xff, 0xfe, 0x00, b'\n']))
+            .await
+            .unwrap()
+    );
+    // A retry (same content, later timestamp) is a no-op.
+    let mut retry = chunk(1, &[0xff, 0xfe, 0x00, b'\n']);
+    retry.at = Millis(T0.0 + 500);
+    assert!(!store.append_log_chunk(k, &retry).await.unwrap());
+    // Other content under a stored seq is refused.
+    let clash = store.append_log_chunk(k, &chunk(1, b"different")).await;
+    assert!(
+        matches!(clash, Err(Error::ChunkConflict { seq: 1, .. })),
+        "{clash:?}"
+    );
+    // Another task's chunks are separate.
+    assert!(
+        store
+            .append_log_chunk(key(wf, 1), &chunk(0, b"other\n"))
+            .await
+            .unwrap()
+    );
+
+    let all = store.log_chunks(k, 0, 100).await.unwrap();
+    assert_eq!(
+        all,
+        [
+            chunk(0, b"hello\n"),
+            chunk(1, &[0xff, 0xfe, 0x00, b'\n']),
+            chunk(2, b"\x1b[31mred\x1b[0m\n"),
+        ]
+    );
+    let tail: Vec<u64> = store
+        .log_chunks(k, 1, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(tail, [1, 2]);
+    let page: Vec<u64> = store
+        .log_chunks(k, 0, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(page, [0, 1]);
+    assert_eq!(store.log_chunks(k, 3, 100).await.unwrap(), []);
+
+    // Concurrent retries of one chunk: stored once, one caller sees `true`.
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .append_log_chunk(k, &chunk(3, b"raced\n"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for h in handles {
+        stored += usize::from(h.await.expect("join"));
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(
+        store.log_chunks(k, 3, 100).await.unwrap(),
+        [chunk(3, b"raced\n")]
+    );
+}
+
+async fn agents(store: Store) {
+    let a = store.register_agent("alpha", "h-alpha", T0).await.unwrap();
+    assert_eq!(a.status, AgentStatus::Active);
+    let dup_name = store.register_agent("alpha", "h-other", T0).await;
+    assert!(
+        matches!(dup_name, Err(Error::AgentExists(_))),
+        "{dup_name:?}"
+    );
+    let dup_token = store.register_agent("gamma", "h-alpha", T0).await;
+    assert!(
+        matches!(dup_token, Err(Error::AgentExists(_))),
+        "{dup_token:?}"
+    );
+    let b = store.register_agent("beta", "h-beta", T0).await.unwrap();
+    assert_eq!(
+        store.agent_by_token("h-beta").await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(store.agent_by_token("h-nope").await.unwrap(), None);
+
+    let t1 = T0.plus(Duration::from_secs(60));
+    assert_eq!(
+        store.heartbeat(a.id, t1).await.unwrap(),
+        Some(AgentStatus::Active)
+    );
+    assert_eq!(store.heartbeat(AgentId(9_999), t1).await.unwrap(), None);
+    // beta missed its heartbeats.
+    let down = store
+        .mark_agents_down(T0.plus(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(down, [b.id]);
+    assert_eq!(
+        store
+            .mark_agents_down(T0.plus(Duration::from_secs(30)))
+            .await
+            .unwrap(),
+        []
+    );
+    // A heartbeat revives a down agent; a draining one stays draining.
+    assert_eq!(
+        store.heartbeat(b.id, t1).await.unwrap(),
+        Some(AgentStatus::Active)
+    );
+    assert!(store.drain_agent(a.id).await.unwrap());
+    assert!(!store.drain_agent(AgentId(9_999)).await.unwrap());
+    assert_eq!(
+        store.heartbeat(a.id, t1).await.unwrap(),
+        Some(AgentStatus::Draining)
+    );
+
+    let listed = store.agents().await.unwrap();
+    let summary: Vec<(&str, AgentStatus, Millis)> = listed
+        .iter()
+        .map(|a| (a.name.as_str(), a.status, a.last_heartbeat))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("alpha", AgentStatus::Draining, t1),
+            ("beta", AgentStatus::Active, t1)
+        ]
+    );
+}
