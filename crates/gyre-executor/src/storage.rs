@@ -166,8 +166,13 @@ impl Target {
                 let consumed = join(consumer).await;
                 let produced = join(producer).await;
                 let value = consumed?;
-                produced.map_err(|e| Error::io(format!("reading {path}"), e))?;
-                Ok(Some(value))
+                match produced {
+                    // The consumer may stop early (it found what it wanted).
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        Err(Error::io(format!("reading {path}"), e))
+                    }
+                    _ => Ok(Some(value)),
+                }
             }
             Target::Docker { docker, container } => {
                 let options = DownloadFromContainerOptionsBuilder::default()
@@ -219,8 +224,10 @@ impl Target {
                 });
                 let consumer = tokio::task::spawn_blocking(move || unpack_at_root(reader));
                 let unpacked = join(consumer).await;
-                join(producer).await?;
-                unpacked.map_err(|e| Error::io("extracting files", e))
+                let produced = join(producer).await;
+                // An unpacking error first: it is why the producer's pipe broke.
+                unpacked.map_err(|e| Error::io("extracting files", e))?;
+                produced
             }
             Target::Docker { docker, container } => {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
@@ -1001,6 +1008,20 @@ mod tests {
         assert!(!glob_match("*.txt", "a.txtx"));
         assert!(glob_match("[^a]?", "bc"));
         assert!(glob_match("\\*", "*"));
+    }
+
+    #[tokio::test]
+    async fn a_consumer_may_stop_before_the_producer() {
+        // read_file takes the first file and stops reading: the producer, still writing a
+        // 1 MiB file into the pipe, gets EPIPE, which is not an error.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"first").unwrap();
+        std::fs::write(dir.path().join("b.bin"), vec![7u8; 1 << 20]).unwrap();
+        let path = dir.path().to_string_lossy().into_owned();
+        let bytes = read_file(&Target::Machine, &path).await.unwrap();
+        assert_eq!(bytes, b"first");
+        let missing = format!("{path}/nope");
+        assert!(read_file(&Target::Machine, &missing).await.is_err());
     }
 
     #[test]
