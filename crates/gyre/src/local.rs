@@ -354,7 +354,9 @@ async fn run_instances(
                         .as_ref()
                         .and_then(|j| ctx.plan.jobs.get(j))
                         .with_context(|| format!("job '{}' has no body", inst.name))?;
-                    let o = run_job(ctx, &inst.name, job, build_num).await?;
+                    let upstream =
+                        (instances.len() > 1).then(|| upstream_of(instances, &inst.name));
+                    let o = run_job(ctx, &inst.name, job, build_num, upstream).await?;
                     build_num += 1;
                     o
                 }
@@ -388,16 +390,41 @@ fn requirements_met(inst: &JobInstance, done: &BTreeMap<String, Outcome>) -> boo
     any_ran
 }
 
+/// The transitive upstream of a job in the workflow: whose workspace layers it sees.
+fn upstream_of(instances: &[JobInstance], name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut todo = vec![name.to_string()];
+    while let Some(n) = todo.pop() {
+        if let Some(inst) = instances.iter().find(|i| i.name == n) {
+            for r in &inst.requires {
+                if !out.contains(&r.job) {
+                    out.push(r.job.clone());
+                    todo.push(r.job.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
 async fn run_job(
     ctx: &RunContext<'_>,
     name: &str,
     job: &plan::Job,
     build_num: u64,
+    upstream: Option<Vec<String>>,
 ) -> anyhow::Result<Outcome> {
     let total = job.parallelism.max(1);
     let mut outcome = Outcome::Success;
     for index in 0..total {
-        let task = match task_spec(ctx, name, job, build_num, NodeInfo { index, total }) {
+        let task = match task_spec(
+            ctx,
+            name,
+            job,
+            build_num,
+            NodeInfo { index, total },
+            upstream.clone(),
+        ) {
             Ok(t) => t,
             Err(why) => {
                 println!("\n=== {name}: cannot run locally: {why}");
@@ -460,6 +487,7 @@ fn task_spec(
     job: &plan::Job,
     build_num: u64,
     node: NodeInfo,
+    workspace_upstream: Option<Vec<String>>,
 ) -> Result<TaskSpec, String> {
     let executor = match &job.executor {
         PlanExecutor::Docker(images) => ExecutorSpec::Docker {
@@ -512,6 +540,7 @@ fn task_spec(
             pipeline_id: ctx.run_id.clone(),
             project_reponame: ctx.project.clone(),
             repository_url: ctx.checkout.repository.clone(),
+            workspace_upstream,
             ..JobInfo::default()
         },
         executor,

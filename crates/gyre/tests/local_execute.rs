@@ -67,10 +67,16 @@ jobs:
     docker: [{image: gyre-test/busybox:latest}]
     steps:
       - run: echo must not run
+  isolated:
+    machine: true
+    steps:
+      - attach_workspace: {at: ws}
+      - run: test ! -e ws/out/result.txt && echo "isolated sees no upstream layer"
 workflows:
   main:
     jobs:
       - build
+      - isolated
       - test: {requires: [build]}
       - hold: {type: approval, requires: [test]}
       - deploy: {requires: [hold]}
@@ -144,6 +150,11 @@ fn workflow_runs_in_order_with_workspace_approval_failure_and_not_run() {
     assert!(summary_line(&out, "test").contains("success"));
     assert!(summary_line(&out, "deploy").contains("failed"));
     assert!(summary_line(&out, "after-deploy").contains("not run"));
+    assert!(
+        out.contains("isolated sees no upstream layer"),
+        "workspace layers leak to a job that does not require build:\n{out}"
+    );
+    assert!(summary_line(&out, "isolated").contains("success"));
 }
 
 #[test]
