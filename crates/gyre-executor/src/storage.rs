@@ -241,11 +241,13 @@ impl Target {
                 let uploaded = docker
                     .upload_to_container(container, Some(options), bollard::body_stream(body))
                     .await;
-                join(producer).await?;
+                let produced = join(producer).await;
+                // The engine's refusal first: it is why the producer's channel closed.
                 uploaded.map_err(|source| Error::Docker {
                     context: "copying files into the container".to_owned(),
                     source,
-                })
+                })?;
+                produced
             }
         }
     }

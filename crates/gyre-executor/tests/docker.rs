@@ -604,7 +604,7 @@ async fn dropping_the_task_removes_its_containers() {
         .unwrap();
     let mut sink = gyre_executor::MemorySink::default();
     let run = executor.run(&task, &mut sink);
-    let result = tokio::time::timeout(std::time::Duration::from_secs(5), run).await;
+    let result = tokio::time::timeout(std::time::Duration::from_secs(15), run).await;
     assert!(result.is_err(), "the step should still be running");
     assert!(sink.text().contains("started"), "{}", sink.text());
     assert_eq!(leftovers("cancel").await, 0);
