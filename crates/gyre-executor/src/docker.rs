@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::env::{EnvPaths, job_env};
 use crate::logs::LogSink;
-use crate::session::{Decoder, Frame, Session};
+use crate::session::{Frame, FramePump, Session};
 use crate::storage::{self, Target};
 use crate::task::{Runner, resolve_path};
 use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus};
@@ -492,30 +492,18 @@ impl DockerExecutor {
             tokio::spawn(async move { io.pump(tx).await });
         }
         tokio::spawn(async move {
-            let mut decoder = Decoder::default();
-            let mut frames = Vec::new();
+            let mut pump = FramePump::new(tx);
             while let Some(item) = output.next().await {
                 match item {
                     Ok(bollard::container::LogOutput::StdOut { message }) => {
-                        if let Err(err) = decoder.push(&message, &mut frames) {
-                            let _ = tx.send(Err(err)).await;
+                        if !pump.push(&message).await {
                             return;
-                        }
-                        for frame in frames.drain(..) {
-                            if tx.send(Ok(frame)).await.is_err() {
-                                return;
-                            }
                         }
                     }
                     Ok(other) => {
                         tracing::debug!(output = %String::from_utf8_lossy(&other.into_bytes()), "helper stderr");
                     }
-                    Err(err) => {
-                        let _ = tx
-                            .send(Err(Error::Helper(format!("helper stream: {err}"))))
-                            .await;
-                        return;
-                    }
+                    Err(err) => return pump.fail(format!("helper stream: {err}")).await,
                 }
             }
         });
@@ -558,36 +546,14 @@ impl FrameSocket {
 
     /// Accepts the helper's connection (if it comes) and forwards its frames.
     async fn pump(self, tx: mpsc::Sender<Result<Frame, Error>>) {
-        use tokio::io::AsyncReadExt;
         let accepted =
             tokio::time::timeout(std::time::Duration::from_secs(30), self.listener.accept()).await;
-        let Ok(Ok((mut stream, _))) = accepted else {
+        let Ok(Ok((stream, _))) = accepted else {
             return;
         };
-        let mut decoder = Decoder::default();
-        let mut frames = Vec::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match stream.read(&mut buf).await {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(err) => {
-                    let _ = tx
-                        .send(Err(Error::Helper(format!("frame socket: {err}"))))
-                        .await;
-                    return;
-                }
-            };
-            if let Err(err) = decoder.push(&buf[..n], &mut frames) {
-                let _ = tx.send(Err(err)).await;
-                return;
-            }
-            for frame in frames.drain(..) {
-                if tx.send(Ok(frame)).await.is_err() {
-                    return;
-                }
-            }
-        }
+        FramePump::new(tx)
+            .run(stream, 256 * 1024, "frame socket")
+            .await
     }
 }
 

@@ -7,12 +7,11 @@
 use std::process::Stdio;
 
 use gyre_protocol::TaskSpec;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use crate::env::{EnvPaths, job_env};
 use crate::logs::LogSink;
-use crate::session::{Decoder, Frame, Session};
+use crate::session::{Frame, FramePump, Session};
 use crate::storage::{self, Target};
 use crate::task::{Runner, resolve_path};
 use crate::{Error, ExecutorConfig, TaskOutcome};
@@ -70,36 +69,11 @@ impl MachineExecutor {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| Error::io(format!("starting the helper {}", helper.display()), e))?;
-        let (Some(input), Some(mut output)) = (child.stdin.take(), child.stdout.take()) else {
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Helper("the helper has no pipes".to_owned()));
         };
         let (tx, rx) = mpsc::channel::<Result<Frame, Error>>(64);
-        tokio::spawn(async move {
-            let mut decoder = Decoder::default();
-            let mut frames = Vec::new();
-            let mut buf = vec![0u8; 128 * 1024];
-            loop {
-                let n = match output.read(&mut buf).await {
-                    Ok(0) => return,
-                    Ok(n) => n,
-                    Err(err) => {
-                        let _ = tx
-                            .send(Err(Error::Helper(format!("helper output: {err}"))))
-                            .await;
-                        return;
-                    }
-                };
-                if let Err(err) = decoder.push(&buf[..n], &mut frames) {
-                    let _ = tx.send(Err(err)).await;
-                    return;
-                }
-                for frame in frames.drain(..) {
-                    if tx.send(Ok(frame)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        tokio::spawn(FramePump::new(tx).run(output, 128 * 1024, "helper output"));
         let session = Session::start(Box::pin(input), rx).await?;
         let base: Vec<(String, String)> = HOST_VARS
             .iter()

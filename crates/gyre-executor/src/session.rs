@@ -6,7 +6,7 @@
 use std::pin::Pin;
 
 use gyre_protocol::helper::{Done, FrameKind, HEADER_LEN, Hello, Request, parse_header};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::Error;
@@ -128,6 +128,58 @@ impl Session {
     /// Closes the helper's stdin: it kills what it started and exits.
     pub async fn close(mut self) {
         let _ = self.input.shutdown().await;
+    }
+}
+
+/// Decodes helper output into frames and sends them on, whatever the transport.
+pub(crate) struct FramePump {
+    decoder: Decoder,
+    frames: Vec<Frame>,
+    tx: mpsc::Sender<Result<Frame, Error>>,
+}
+
+impl FramePump {
+    pub fn new(tx: mpsc::Sender<Result<Frame, Error>>) -> FramePump {
+        FramePump {
+            decoder: Decoder::default(),
+            frames: Vec::new(),
+            tx,
+        }
+    }
+
+    /// Feeds bytes; false when the pump must stop (bad frame sent on, or nobody listens).
+    pub async fn push(&mut self, bytes: &[u8]) -> bool {
+        if let Err(err) = self.decoder.push(bytes, &mut self.frames) {
+            let _ = self.tx.send(Err(err)).await;
+            return false;
+        }
+        for frame in self.frames.drain(..) {
+            if self.tx.send(Ok(frame)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Reports a transport error to the session.
+    pub async fn fail(self, message: String) {
+        let _ = self.tx.send(Err(Error::Helper(message))).await;
+    }
+
+    /// Pumps `reader` until it ends; `what` names the transport in errors.
+    pub async fn run<R: AsyncRead + Unpin>(mut self, mut reader: R, buf_size: usize, what: &str) {
+        let mut buf = vec![0u8; buf_size];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => {
+                    if !self.push(&buf[..n]).await {
+                        return;
+                    }
+                }
+                Err(err) => return self.fail(format!("{what}: {err}")).await,
+            }
+        }
     }
 }
 
