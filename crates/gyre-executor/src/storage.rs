@@ -409,6 +409,19 @@ fn retar<W: Write>(
     Ok(n)
 }
 
+/// The first component of cache entries that lie under the saving task's home: caches
+/// of `~/...` paths restore under the restoring task's home, which differs between
+/// tasks on the machine executor.
+const HOME_PREFIX: &str = "~";
+
+/// The tar name of a cached path: `~/rest` under `home`, else relative to `/`.
+fn cache_name(path: &Path, home: &Path) -> PathBuf {
+    match path.strip_prefix(home) {
+        Ok(rest) if home.components().count() > 1 => Path::new(HOME_PREFIX).join(rest),
+        _ => rel_to_root(path),
+    }
+}
+
 /// `/a/b` -> `a/b` (a tar name relative to `/`).
 fn rel_to_root(path: &Path) -> PathBuf {
     path.components()
@@ -549,6 +562,7 @@ pub(crate) async fn save_cache(
     data_dir: &Path,
     key: &str,
     paths: &[String],
+    home: &str,
 ) -> Result<String, Error> {
     let storage = LocalStorage::new(data_dir);
     let object = format!("caches/{}.tar.zst", escape_segment(key));
@@ -570,9 +584,12 @@ pub(crate) async fn save_cache(
         let mut b = builder
             .take()
             .ok_or_else(|| Error::Helper("cache builder lost".into()))?;
+        let home_dir = PathBuf::from(home);
         let consume: Exporter<(tar::Builder<_>, u64)> = Box::new(move |reader, parent| {
-            let n = retar(reader, &mut b, |p| Some(rel_to_root(&parent.join(p))))
-                .map_err(|e| Error::io("archiving", e))?;
+            let n = retar(reader, &mut b, |p| {
+                Some(cache_name(&parent.join(p), &home_dir))
+            })
+            .map_err(|e| Error::io("archiving", e))?;
             Ok((b, n))
         });
         // The builder comes back through the consumer; a missing path loses it, and the
@@ -584,7 +601,7 @@ pub(crate) async fn save_cache(
             }
             None => {
                 missing.push(path.clone());
-                return finish_missing(target, data_dir, key, paths, &missing).await;
+                return finish_missing(target, data_dir, key, paths, &missing, home).await;
             }
         }
     }
@@ -610,6 +627,7 @@ async fn finish_missing(
     key: &str,
     paths: &[String],
     missing: &[String],
+    home: &str,
 ) -> Result<String, Error> {
     let mut present = vec![];
     for path in paths {
@@ -627,7 +645,7 @@ async fn finish_missing(
             "{warning}\nSkipping cache generation, no files found for key: {key}"
         ));
     }
-    let note = Box::pin(save_cache(target, data_dir, key, &present)).await?;
+    let note = Box::pin(save_cache(target, data_dir, key, &present, home)).await?;
     Ok(format!("{warning}\n{note}"))
 }
 
@@ -636,6 +654,7 @@ pub(crate) async fn restore_cache(
     target: &Target,
     data_dir: &Path,
     keys: &[String],
+    home: &str,
 ) -> Result<String, Error> {
     let storage = LocalStorage::new(data_dir);
     for key in keys {
@@ -648,14 +667,23 @@ pub(crate) async fn restore_cache(
         let Some(file) = storage.get_file(&object)? else {
             continue;
         };
+        let home = rel_to_root(Path::new(home));
         target
             .import(Box::new(move |writer| {
                 let file =
                     std::fs::File::open(&file).map_err(|e| Error::io("opening the cache", e))?;
                 let mut decoder =
                     zstd::stream::Decoder::new(file).map_err(|e| Error::io("zstd", e))?;
-                std::io::copy(&mut decoder, writer)
-                    .map_err(|e| Error::io("restoring the cache", e))?;
+                // Entries saved under the saving task's home go under this task's home.
+                let mut builder = tar::Builder::new(writer);
+                retar(&mut decoder, &mut builder, |p| {
+                    Some(match p.strip_prefix(HOME_PREFIX) {
+                        Ok(rest) => home.join(rest),
+                        Err(_) => p.to_path_buf(),
+                    })
+                })
+                .and_then(|_| builder.finish())
+                .map_err(|e| Error::io("restoring the cache", e))?;
                 Ok(())
             }))
             .await?;

@@ -303,8 +303,10 @@ impl<'a> Runner<'a> {
             StepSpec::SaveCache { key, paths, .. } => {
                 let key = self.render(key).await?;
                 let paths: Vec<String> = paths.iter().map(|p| self.resolve(p)).collect();
+                let home = self.session.hello.home.clone();
                 let note =
-                    storage::save_cache(&self.target, &self.config.data_dir, &key, &paths).await?;
+                    storage::save_cache(&self.target, &self.config.data_dir, &key, &paths, &home)
+                        .await?;
                 self.system(idx, &note);
                 Ok(())
             }
@@ -313,8 +315,10 @@ impl<'a> Runner<'a> {
                 for key in keys {
                     rendered.push(self.render(key).await?);
                 }
+                let home = self.session.hello.home.clone();
                 let note =
-                    storage::restore_cache(&self.target, &self.config.data_dir, &rendered).await?;
+                    storage::restore_cache(&self.target, &self.config.data_dir, &rendered, &home)
+                        .await?;
                 self.system(idx, &note);
                 Ok(())
             }

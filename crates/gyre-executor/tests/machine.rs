@@ -157,3 +157,47 @@ async fn checkout_cache_and_workspace() {
         "dependency-a==1.0\ndependency-b==2.0\nvendored\n"
     );
 }
+
+/// Each machine task gets a fresh home: a cache of `~/...` saved by one task is restored
+/// under the home of the next one, not under the first task's (gone) home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_cache_restores_under_the_new_home() {
+    let data = tempfile::tempdir().unwrap();
+    let save = machine_task(vec![
+        run("mkdir -p ~/.toolcache && echo warm > ~/.toolcache/state && echo \"saved from $HOME\""),
+        StepSpec::SaveCache {
+            name: None,
+            key: "home-v1".into(),
+            paths: vec!["~/.toolcache".into()],
+            when: When::OnSuccess,
+        },
+    ]);
+    let (outcome, sink) = execute(config("m-home", data.path()), &save).await;
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    let first_home = sink.step_text(0);
+    let restore = machine_task(vec![
+        StepSpec::RestoreCache {
+            name: None,
+            keys: vec!["home-v1".into()],
+        },
+        run("echo \"now $HOME\"; cat ~/.toolcache/state"),
+    ]);
+    let (outcome, sink) = execute(config("m-home", data.path()), &restore).await;
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    let out = sink.step_text(1);
+    assert!(
+        out.ends_with("warm\n"),
+        "the cache is not under the new home:\n{out}"
+    );
+    // Really two different homes, or this test proves nothing.
+    let home = |s: &str, prefix: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+    };
+    assert_ne!(
+        home(&first_home, "saved from "),
+        home(&out, "now "),
+        "{first_home}\n{out}"
+    );
+}
