@@ -407,7 +407,7 @@ impl Compiler<'_> {
             job: group.to_string(),
             job_span: span,
             args: Map::default(),
-            name: group_name,
+            name: group_name.clone(),
             explicit_name: true,
             aliases: Vec::new(),
             extra_requires: Vec::new(),
@@ -416,6 +416,46 @@ impl Compiler<'_> {
         let start = out.len();
         for item in items {
             self.invocation(item, out, Some(&marker), 1);
+        }
+        // A group invoked under another name (to run it twice) names its jobs
+        // `<name>-<job>`, and its internal requires follow.
+        if group_name != group {
+            let members: Vec<String> = out[start..]
+                .iter()
+                .flat_map(|i| std::iter::once(i.name.clone()).chain(i.aliases.iter().cloned()))
+                .filter(|n| *n != group_name)
+                .collect();
+            let rename = |n: &str| {
+                if members.iter().any(|m| m == n) {
+                    format!("{group_name}-{n}")
+                } else {
+                    n.to_string()
+                }
+            };
+            for inv in &mut out[start..] {
+                inv.name = rename(&inv.name);
+                for a in &mut inv.aliases {
+                    if *a != group_name {
+                        *a = rename(a);
+                    }
+                }
+                if let Some(r) = inv.args.get("requires").cloned() {
+                    inv.args
+                        .insert(key("requires", r.span), rename_requires(&r, &rename));
+                }
+            }
+        }
+        // A serial group on the group applies to each of its jobs.
+        if let Some(sg) = args.get("serial-group") {
+            self.rep.warning(
+                Some(sg.span),
+                "serial-group on a job group is applied to each of its jobs; the group as a whole is not serialized",
+            );
+            for inv in &mut out[start..] {
+                if !inv.args.contains("serial-group") {
+                    inv.args.insert(key("serial-group", sg.span), sg.clone());
+                }
+            }
         }
         // Members without requirements inside the group inherit the group's requires.
         let group_requires = args.get("requires").cloned();
@@ -1061,4 +1101,28 @@ pub(super) fn workflow_node(wf: &CompiledWorkflow) -> Node {
     }
     body.insert(key("jobs", span), Node::new(Value::Seq(jobs), span));
     Node::new(Value::Map(body), span)
+}
+
+/// `requires` with job names passed through `rename` (strings and `{name: status}` keys).
+fn rename_requires(r: &Node, rename: &dyn Fn(&str) -> String) -> Node {
+    let one = |item: &Node| -> Node {
+        match &item.value {
+            Value::Str(s) => Node::str(rename(s), item.span),
+            Value::Map(m) => Node::new(
+                Value::Map(Map {
+                    entries: m
+                        .entries
+                        .iter()
+                        .map(|(k, v)| (key(&rename(&k.name), k.span), v.clone()))
+                        .collect(),
+                }),
+                item.span,
+            ),
+            _ => item.clone(),
+        }
+    };
+    match &r.value {
+        Value::Seq(items) => Node::new(Value::Seq(items.iter().map(one).collect()), r.span),
+        _ => one(r),
+    }
 }
