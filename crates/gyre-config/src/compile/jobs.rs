@@ -247,9 +247,14 @@ impl Compiler<'_> {
                 return None;
             }
         };
-        let found = self
-            .find(scope, &name, Kind::Executor)
-            .or_else(|| self.find(0, &name, Kind::Executor));
+        // A name written in the config (an argument to an orb job, say) may also name an
+        // executor of the config; a name written inside an orb only names the orb's.
+        let written_in_config = exec.span.source == crate::diag::SourceId(0);
+        let found = self.find(scope, &name, Kind::Executor).or_else(|| {
+            written_in_config
+                .then(|| self.find(0, &name, Kind::Executor))
+                .flatten()
+        });
         if found.is_none() && (self.is_opaque(scope, &name) || self.is_opaque(0, &name)) {
             let mut m = Map::default();
             m.insert(key("executor", exec.span), Node::str(name, exec.span));
