@@ -114,7 +114,12 @@ fn every_error_case_fails_validation_with_a_located_message() {
                 String::from_utf8_lossy(&out.stdout)
             ));
         }
-        let has_location = stderr.lines().any(|l| located(l, &path));
+        // Located in the config, or in the orb file the problem is in.
+        let orb_root = orbs.path().display().to_string();
+        let in_orb = |l: &str| {
+            l.starts_with(&orb_root) && l.find(".yml:").is_some_and(|i| located(l, &l[..i + 4]))
+        };
+        let has_location = stderr.lines().any(|l| located(l, &path) || in_orb(l));
         let only_unpositioned = stderr
             .lines()
             .filter(|l| !l.starts_with(' ') && !l.starts_with("error: config file"))
