@@ -9,7 +9,7 @@ use gyre_protocol::{RunStep, StepSpec, TaskSpec, When};
 
 use crate::env::JobEnv;
 use crate::logs::{LogChunk, LogSink, Masker, StepStatus, Stream};
-use crate::session::Session;
+use crate::session::{Frame, Session};
 use crate::storage::{self, Target};
 use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus, template};
 
@@ -121,7 +121,7 @@ impl<'a> Runner<'a> {
                     }
                 }
             };
-            if let Some(text) = &result.message {
+            if let Some(text) = result.message.as_ref().filter(|_| !result.logged) {
                 self.system(idx, text);
             }
             self.sink.step_finished(idx, result.status);
@@ -192,68 +192,151 @@ impl<'a> Runner<'a> {
         let timeout = run
             .no_output_timeout_ms
             .unwrap_or(self.config.default_no_output_timeout.as_millis() as u64);
-        let id = self.session.next_id();
-        let request = Request::Run(RunRequest {
-            id,
-            argv: shell.split_whitespace().map(str::to_owned).collect(),
-            script: run.command.clone(),
-            env,
-            cwd,
-            no_output_timeout_ms: timeout,
-            halt_file: Some(format!("{}/halt", self.task_dir)),
-        });
-        self.session.send(&request).await?;
+        let halt_file = format!("{}/halt", self.task_dir);
+        let request = |id: u32| {
+            Request::Run(RunRequest {
+                id,
+                argv: shell.split_whitespace().map(str::to_owned).collect(),
+                script: run.command.clone(),
+                env: env.clone(),
+                cwd: cwd.clone(),
+                no_output_timeout_ms: timeout,
+                halt_file: Some(halt_file.clone()),
+            })
+        };
         if run.background {
+            // Background steps never rerun (the compiler rejects `max_auto_reruns` there).
+            let id = self.session.next_id();
+            self.session.send(&request(id)).await?;
             self.background.insert(id, idx);
             return Ok(StepResult {
                 status: StepStatus::Background,
                 message: None,
                 halted: false,
+                logged: false,
             });
         }
-        let done = self.wait(id, idx).await?;
-        Ok(step_result(&done, timeout))
+        // §4.3: a failed step runs again, whole, up to `max_auto_reruns` more times.
+        let attempts = run.max_auto_reruns.unwrap_or(0).saturating_add(1);
+        let delay = Duration::from_millis(run.auto_rerun_delay_ms.unwrap_or(0));
+        let mut attempt = 1;
+        loop {
+            let id = self.session.next_id();
+            self.session.send(&request(id)).await?;
+            let done = self.wait(id, idx).await?;
+            let result = step_result(&done, timeout);
+            // A halted step ends the job after it: nothing is rerun.
+            let last = result.status != StepStatus::Failed || result.halted || attempt >= attempts;
+            if attempts == 1 {
+                return Ok(result);
+            }
+            // With reruns, each attempt ends with its own message and an attempt line.
+            if let Some(text) = &result.message {
+                self.system(idx, text);
+            }
+            if last {
+                let outcome = if result.status == StepStatus::Failed {
+                    "failed"
+                } else {
+                    "succeeded"
+                };
+                self.system(
+                    idx,
+                    &format!("Step {outcome} (attempt {attempt} of {attempts})"),
+                );
+                return Ok(StepResult {
+                    logged: true,
+                    ..result
+                });
+            }
+            let when = if delay.is_zero() {
+                "now".to_owned()
+            } else {
+                format!("in {}", go_duration(delay))
+            };
+            self.system(
+                idx,
+                &format!("Step failed (attempt {attempt} of {attempts}); rerunning {when}"),
+            );
+            self.pause(delay).await?;
+            attempt += 1;
+        }
+    }
+
+    /// Next frame from the helper; an error when it is gone.
+    async fn next_frame(&mut self) -> Result<Frame, Error> {
+        self.session
+            .recv()
+            .await
+            .ok_or_else(|| Error::Helper("the helper exited during a step".to_owned()))?
     }
 
     /// Pumps frames until `Done` of `id`, routing output of background steps too.
     async fn wait(&mut self, id: u32, idx: usize) -> Result<Done, Error> {
         loop {
-            let frame = self
-                .session
-                .recv()
-                .await
-                .ok_or_else(|| Error::Helper("the helper exited during a step".to_owned()))??;
-            let step = if frame.id == id {
-                Some(idx)
-            } else {
-                self.background.get(&frame.id).copied()
-            };
-            match frame.kind {
-                FrameKind::Stdout | FrameKind::Stderr => {
-                    let Some(step) = step else { continue };
-                    let key = (frame.id, frame.kind as u8);
-                    let secrets = &self.env.secrets;
-                    let masker = self
-                        .maskers
-                        .entry(key)
-                        .or_insert_with(|| Masker::new(secrets.iter().map(String::as_str)));
-                    let bytes = masker.push(&frame.payload);
-                    self.emit(step, frame.kind, bytes);
-                }
-                FrameKind::Done => {
-                    let Some(step) = step else { continue };
-                    self.flush(frame.id, step);
-                    let done: Done = serde_json::from_slice(&frame.payload)
-                        .map_err(|err| Error::Helper(format!("bad done frame: {err}")))?;
-                    if frame.id == id {
-                        return Ok(done);
-                    }
-                    self.background.remove(&frame.id);
-                    tracing::debug!(step, ?done, "background step ended");
-                }
-                FrameKind::Hello => {}
+            let frame = self.next_frame().await?;
+            if let Some(done) = self.route(frame, Some((id, idx)))? {
+                return Ok(done);
             }
         }
+    }
+
+    /// Waits `delay` (before a rerun) while still taking the output of background steps, so
+    /// they never block on a full pipe.
+    async fn pause(&mut self, delay: Duration) -> Result<(), Error> {
+        let Some(deadline) = tokio::time::Instant::now().checked_add(delay) else {
+            // Beyond the clock's range: wait as long as the helper lives.
+            loop {
+                let frame = self.next_frame().await?;
+                self.route(frame, None)?;
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_frame()).await {
+                Err(_elapsed) => return Ok(()),
+                Ok(frame) => {
+                    self.route(frame?, None)?;
+                }
+            }
+        }
+    }
+
+    /// Logs one frame under its step: the foreground step `current` (request id, step
+    /// index) or a background step. Returns `Done` of the foreground request.
+    fn route(
+        &mut self,
+        frame: Frame,
+        current: Option<(u32, usize)>,
+    ) -> Result<Option<Done>, Error> {
+        let step = match current {
+            Some((id, idx)) if frame.id == id => Some(idx),
+            _ => self.background.get(&frame.id).copied(),
+        };
+        let Some(step) = step else { return Ok(None) };
+        match frame.kind {
+            FrameKind::Stdout | FrameKind::Stderr => {
+                let key = (frame.id, frame.kind as u8);
+                let secrets = &self.env.secrets;
+                let masker = self
+                    .maskers
+                    .entry(key)
+                    .or_insert_with(|| Masker::new(secrets.iter().map(String::as_str)));
+                let bytes = masker.push(&frame.payload);
+                self.emit(step, frame.kind, bytes);
+            }
+            FrameKind::Done => {
+                self.flush(frame.id, step);
+                let done: Done = serde_json::from_slice(&frame.payload)
+                    .map_err(|err| Error::Helper(format!("bad done frame: {err}")))?;
+                if current.is_some_and(|(id, _)| id == frame.id) {
+                    return Ok(Some(done));
+                }
+                self.background.remove(&frame.id);
+                tracing::debug!(step, ?done, "background step ended");
+            }
+            FrameKind::Hello => {}
+        }
+        Ok(None)
     }
 
     fn flush(&mut self, id: u32, step: usize) {
@@ -439,6 +522,8 @@ struct StepResult {
     status: StepStatus,
     message: Option<String>,
     halted: bool,
+    /// `message` is already in the step's log.
+    logged: bool,
 }
 
 impl StepResult {
@@ -447,6 +532,7 @@ impl StepResult {
             status: StepStatus::Success,
             message: None,
             halted: false,
+            logged: false,
         }
     }
     fn failed(message: String) -> StepResult {
@@ -454,6 +540,7 @@ impl StepResult {
             status: StepStatus::Failed,
             message: Some(message),
             halted: false,
+            logged: false,
         }
     }
 }

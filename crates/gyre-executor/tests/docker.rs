@@ -695,3 +695,49 @@ async fn steps_run_as_the_configured_user_and_own_the_checkout() {
     assert_eq!(sink.step_text(1), "65534\nchanged\n");
     assert_eq!(leftovers("user").await, 0);
 }
+
+/// §4.3 automatic step rerun in a container: two failures, then success after the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_step_reruns_after_the_delay_in_a_container() {
+    let data = tempfile::tempdir().unwrap();
+    let delay = std::time::Duration::from_secs(1);
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![
+            run_with(
+                "n=$(( $(cat /tmp/runs 2>/dev/null || echo 0) + 1 )); echo \"$n\" > /tmp/runs; echo \"attempt $n\"; test \"$n\" -ge 3",
+                |s| {
+                    s.max_auto_reruns = Some(3);
+                    s.auto_rerun_delay_ms = Some(delay.as_millis() as u64);
+                },
+            ),
+            run("echo \"runs=$(cat /tmp/runs)\""),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config("rerun", data.path()), &task).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(outcome.steps, [StepStatus::Success, StepStatus::Success]);
+    assert_eq!(
+        sink.step_text(0),
+        "attempt 1\n\
+         Exited with code exit status 1\n\
+         Step failed (attempt 1 of 4); rerunning in 1s\n\
+         attempt 2\n\
+         Exited with code exit status 1\n\
+         Step failed (attempt 2 of 4); rerunning in 1s\n\
+         attempt 3\n\
+         Step succeeded (attempt 3 of 4)\n"
+    );
+    assert_eq!(sink.step_text(1), "runs=3\n");
+    // Two waits of the delay; a lower bound only.
+    assert!(elapsed >= 2 * delay, "{elapsed:?}");
+    assert_eq!(leftovers("rerun").await, 0);
+}

@@ -201,3 +201,158 @@ async fn home_cache_restores_under_the_new_home() {
         "{first_home}\n{out}"
     );
 }
+
+/// A shell snippet that counts its runs in `file` and prints `attempt <n>`.
+fn count_attempts(file: &std::path::Path) -> String {
+    format!(
+        "n=$(( $(cat '{0}' 2>/dev/null || echo 0) + 1 )); echo \"$n\" > '{0}'; echo \"attempt $n\"",
+        file.display()
+    )
+}
+
+fn runs(file: &std::path::Path) -> String {
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_step_reruns_until_it_succeeds() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("runs");
+    let task = machine_task(vec![
+        run_with(
+            &format!("{}; test \"$n\" -ge 3", count_attempts(&counter)),
+            |s| s.max_auto_reruns = Some(3),
+        ),
+        run("echo after"),
+    ]);
+    let (outcome, sink) = execute(config("m-rerun-ok", data.path()), &task).await;
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
+    assert_eq!(outcome.steps, [StepStatus::Success, StepStatus::Success]);
+    assert_eq!(runs(&counter), "3\n");
+    assert_eq!(
+        sink.step_text(0),
+        "attempt 1\n\
+         Exited with code exit status 1\n\
+         Step failed (attempt 1 of 4); rerunning now\n\
+         attempt 2\n\
+         Exited with code exit status 1\n\
+         Step failed (attempt 2 of 4); rerunning now\n\
+         attempt 3\n\
+         Step succeeded (attempt 3 of 4)\n"
+    );
+    // One step in the log, started and finished once.
+    assert_eq!(sink.started.iter().filter(|(s, _)| *s == 0).count(), 1);
+    assert_eq!(sink.finished.iter().filter(|(s, _)| *s == 0).count(), 1);
+    assert_eq!(sink.step_text(1), "after\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_failing_step_runs_one_plus_max_times_after_the_delay() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("runs");
+    let delay = std::time::Duration::from_millis(800);
+    let task = machine_task(vec![
+        run_with(&format!("{}; exit 3", count_attempts(&counter)), |s| {
+            s.max_auto_reruns = Some(2);
+            s.auto_rerun_delay_ms = Some(delay.as_millis() as u64);
+        }),
+        run("echo skipped"),
+        run_with("echo on-fail", |s| s.when = When::OnFail),
+    ]);
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config("m-rerun-fail", data.path()), &task).await;
+    let elapsed = started.elapsed();
+    assert_eq!(outcome.status, TaskStatus::Failed, "{}", sink.text());
+    assert_eq!(
+        outcome.steps,
+        [StepStatus::Failed, StepStatus::Skipped, StepStatus::Success]
+    );
+    assert_eq!(runs(&counter), "3\n");
+    let log = sink.step_text(0);
+    assert_eq!(
+        log.matches("Exited with code exit status 3\n").count(),
+        3,
+        "{log}"
+    );
+    assert!(
+        log.contains("Step failed (attempt 1 of 3); rerunning in 0.8s\nattempt 2\n"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Step failed (attempt 2 of 3); rerunning in 0.8s\nattempt 3\n"),
+        "{log}"
+    );
+    assert!(
+        log.ends_with("attempt 3\nExited with code exit status 3\nStep failed (attempt 3 of 3)\n"),
+        "{log}"
+    );
+    // Two waits before the two reruns; only a lower bound, which cannot flake.
+    assert!(elapsed >= 2 * delay, "{elapsed:?}");
+    assert!(
+        outcome
+            .message
+            .as_deref()
+            .is_some_and(|m| m.ends_with("Exited with code exit status 3")),
+        "{:?}",
+        outcome.message
+    );
+}
+
+/// A no-output timeout is a failure like any other: the step reruns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_step_reruns() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("runs");
+    let task = machine_task(vec![run_with(
+        &format!(
+            "{}; if [ \"$n\" -lt 2 ]; then sleep 30; fi",
+            count_attempts(&counter)
+        ),
+        |s| {
+            s.no_output_timeout_ms = Some(500);
+            s.max_auto_reruns = Some(1);
+        },
+    )]);
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config("m-rerun-timeout", data.path()), &task).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    assert_eq!(runs(&counter), "2\n");
+    let log = sink.step_text(0);
+    assert!(
+        log.contains(
+            "Too long with no output (exceeded 0.5s): context deadline exceeded\n\
+             Step failed (attempt 1 of 2); rerunning now\nattempt 2\n"
+        ),
+        "{log}"
+    );
+}
+
+/// Background steps never rerun, even if the task asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_step_is_not_rerun() {
+    let data = tempfile::tempdir().unwrap();
+    let counter = data.path().join("runs");
+    let task = machine_task(vec![
+        run_with(&format!("{}; exit 1", count_attempts(&counter)), |s| {
+            s.background = true;
+            s.max_auto_reruns = Some(3);
+        }),
+        // Wait for the background step to have run (and failed) once.
+        run(&format!(
+            "for i in $(seq 100); do [ -s '{}' ] && break; sleep 0.05; done; sleep 0.5",
+            counter.display()
+        )),
+    ]);
+    let (outcome, sink) = execute(config("m-rerun-bg", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
+    assert_eq!(outcome.steps, [StepStatus::Background, StepStatus::Success]);
+    assert_eq!(runs(&counter), "1\n");
+    assert!(!sink.text().contains("rerunning"), "{}", sink.text());
+}

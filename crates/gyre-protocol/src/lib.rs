@@ -245,6 +245,12 @@ pub struct RunStep {
     pub when: When,
     /// Step environment: highest precedence.
     pub environment: Vec<(String, String)>,
+    /// `max_auto_reruns`: how many more times a failed step (non-zero exit, no-output
+    /// timeout) runs again; the step's status is its last attempt's. `None` (or `0`) never
+    /// reruns. Ignored for background steps.
+    pub max_auto_reruns: Option<u32>,
+    /// `auto_rerun_delay` in milliseconds: the wait before each rerun; `None` reruns at once.
+    pub auto_rerun_delay_ms: Option<u64>,
 }
 
 impl StepSpec {
@@ -312,5 +318,29 @@ mod tests {
         assert_eq!(TaskSpec::from_json(&again).unwrap(), task);
         let err = TaskSpec::from_json(&json.replace("\"version\":1", "\"version\":9")).unwrap_err();
         assert!(err.contains("version 9 is not supported"), "{err}");
+    }
+
+    #[test]
+    fn run_step_reruns_default_to_none_and_round_trip() {
+        let json = r#"{"version":1,"job":{"name":"build"},"executor":{"type":"machine"},
+            "steps":[{"type":"run","command":"a"},
+                     {"type":"run","command":"b","max_auto_reruns":3,"auto_rerun_delay_ms":2000}]}"#;
+        let task = TaskSpec::from_json(json).unwrap();
+        let StepSpec::Run(plain) = &task.steps[0] else {
+            panic!("not a run step")
+        };
+        assert_eq!(
+            (plain.max_auto_reruns, plain.auto_rerun_delay_ms),
+            (None, None)
+        );
+        let StepSpec::Run(retried) = &task.steps[1] else {
+            panic!("not a run step")
+        };
+        assert_eq!(
+            (retried.max_auto_reruns, retried.auto_rerun_delay_ms),
+            (Some(3), Some(2000))
+        );
+        let again = serde_json::to_string(&task).unwrap();
+        assert_eq!(TaskSpec::from_json(&again).unwrap(), task);
     }
 }

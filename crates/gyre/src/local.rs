@@ -572,6 +572,9 @@ fn run_step(r: &plan::Run) -> RunStep {
         no_output_timeout_ms: Some((r.no_output_timeout_secs * 1000.0) as u64),
         when: when(r.when),
         environment: r.environment.clone(),
+        max_auto_reruns: r.max_auto_reruns,
+        // The compiler allows at most 10m; `as` saturates anything odd (negative, NaN → 0).
+        auto_rerun_delay_ms: r.auto_rerun_delay_secs.map(|s| (s * 1000.0) as u64),
     }
 }
 
@@ -658,5 +661,32 @@ impl LogSink for ConsoleSink {
             StepStatus::Background => "running in the background",
         };
         println!("<-- {word} ({secs:.1}s)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_step_carries_auto_reruns() {
+        let plan = plan::Run {
+            command: "make test".into(),
+            no_output_timeout_secs: 600.0,
+            max_auto_reruns: Some(3),
+            auto_rerun_delay_secs: Some(120.0),
+            ..plan::Run::default()
+        };
+        let step = run_step(&plan);
+        assert_eq!(step.max_auto_reruns, Some(3));
+        assert_eq!(step.auto_rerun_delay_ms, Some(120_000));
+        let plain = run_step(&plan::Run {
+            command: "make".into(),
+            ..plan::Run::default()
+        });
+        assert_eq!(
+            (plain.max_auto_reruns, plain.auto_rerun_delay_ms),
+            (None, None)
+        );
     }
 }
