@@ -11,8 +11,21 @@
 #       gyre-test/busybox:latest   busybox-static only: no bash, no git, no libc;
 #       gyre-test/debian:bookworm  debootstrap minbase + bash + git (tarball cached under
 #                                  /var/cache/gyre-test so later runs skip debootstrap).
+#   - s3s-fs 0.14.1, the S3-compatible server the gyre-blob tests start themselves (found
+#     on PATH or in $CARGO_HOME/bin); `cargo install`ed only when missing or another
+#     version (0.17 needs rustc 1.96). A first install takes a few minutes on 2 cores.
 
 gyre_env_log() { printf '[test-env] %s\n' "$*" >&2; }
+
+# s3s-fs 0.14.1: PATH first, then $CARGO_HOME/bin (the gyre-blob tests look in both).
+gyre_env_s3s_fs_ok() {
+  local bin
+  for bin in "$(command -v s3s-fs 2>/dev/null)" "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"; do
+    [ -n "$bin" ] && [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null)" = "s3s-fs 0.14.1" ] &&
+      return 0
+  done
+  return 1
+}
 
 gyre_env_setup() {
   local cache=/var/cache/gyre-test
@@ -28,6 +41,15 @@ gyre_env_setup() {
     gyre_env_log "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+
+  if ! gyre_env_s3s_fs_ok; then
+    gyre_env_log "installing s3s-fs 0.14.1 (cargo install; a few minutes)"
+    cargo install --locked s3s-fs --version 0.14.1 --features binary --force --quiet || return 1
+    gyre_env_s3s_fs_ok || {
+      gyre_env_log "s3s-fs 0.14.1 still not found after cargo install"
+      return 1
+    }
   fi
 
   if ! docker info >/dev/null 2>&1; then

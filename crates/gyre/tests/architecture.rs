@@ -11,6 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gyre-orbs", &["gyre-config"]),
     ("gyre-core", &["gyre-config"]),
     ("gyre-store", &["gyre-core"]),
+    ("gyre-blob", &[]),
     ("gyre-protocol", &[]),
     ("gyre-executor", &["gyre-protocol"]),
     ("gyre-circleci", &["gyre-protocol"]),
@@ -37,8 +38,9 @@ const PURE: &[(&str, &[&str])] = &[
     ("gyre-core", &["serde", "thiserror"]),
 ];
 
-/// Third-party crates that exactly one workspace crate may use: only gyre-store knows SQL.
-const ONLY_IN: &[(&str, &str)] = &[("sqlx", "gyre-store")];
+/// Third-party crates that exactly one workspace crate may use: only gyre-store knows SQL,
+/// only gyre-blob knows object storage.
+const ONLY_IN: &[(&str, &str)] = &[("sqlx", "gyre-store"), ("object_store", "gyre-blob")];
 
 #[test]
 fn crate_graph_matches_architecture() {
