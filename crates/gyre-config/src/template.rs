@@ -195,6 +195,20 @@ fn eval(e: &Expr, scope: &Scope<'_>) -> Result<Node, String> {
         .map(|v| Node::new(v, Span::default()))
 }
 
+/// True when any string (or key) of the tree holds a `<<`: only then can templating
+/// change it.
+pub fn tree_has_template(node: &Node) -> bool {
+    match &node.value {
+        Value::Str(s) => has_template(s),
+        Value::Seq(items) => items.iter().any(tree_has_template),
+        Value::Map(m) => m
+            .entries
+            .iter()
+            .any(|(k, v)| has_template(&k.name) || tree_has_template(v)),
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(..) => false,
+    }
+}
+
 /// True when the string holds anything the templater would change.
 pub fn has_template(s: &str) -> bool {
     s.contains("<<")

@@ -575,10 +575,15 @@ impl Compiler<'_> {
         }
         match body.get("steps") {
             Some(steps) => {
-                let s = Scope::element(&bindings, &self.pipeline, is_orb);
-                let steps = template::template(steps, &s, &mut self.rep);
                 self.calls.push((cscope, name.to_string()));
-                self.expand_steps(cscope, &steps, out, depth + 1);
+                if template::tree_has_template(steps) {
+                    let s = Scope::element(&bindings, &self.pipeline, is_orb);
+                    let steps = template::template(steps, &s, &mut self.rep);
+                    self.expand_steps(cscope, &steps, out, depth + 1);
+                } else {
+                    // Nothing to substitute: expand the shared body without copying it.
+                    self.expand_steps(cscope, steps, out, depth + 1);
+                }
                 self.calls.pop();
             }
             None => self.error(
