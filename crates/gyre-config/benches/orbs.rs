@@ -35,7 +35,6 @@ fn read_tree(base: &Path, dir: &Path, out: &mut Vec<UnpackedFile>) {
 /// Every orb under `root` packed to text: the source and the texts, in the same order.
 pub fn packed_orbs(root: &Path) -> (MemoryOrbs, Vec<String>) {
     let mut orbs = MemoryOrbs::default();
-    let mut named = Vec::new();
     for ns in std::fs::read_dir(root).expect("orbs") {
         let ns = ns.expect("entry").path();
         if !ns.is_dir() {
@@ -54,14 +53,10 @@ pub fn packed_orbs(root: &Path) -> (MemoryOrbs, Vec<String>) {
                 orb.file_name().expect("name").to_string_lossy(),
                 version.trim().trim_start_matches('v')
             );
-            named.push((name, emit::to_yaml(&node)));
+            orbs.insert(&name, emit::to_yaml(&node));
         }
-    }
-    for (name, text) in &named {
-        orbs.insert(name, text.clone());
     }
     // `MemoryOrbs` keeps its orbs sorted: return the texts in its order.
     let texts = orbs.orbs.values().cloned().collect();
-    let _ = named;
     (orbs, texts)
 }

@@ -27,9 +27,9 @@ fn write_map(out: &mut String, node: &Node, ind: usize) {
         if i > 0 {
             indent(out, ind);
         }
-        out.push_str(&quote_str(&k.name, true));
+        out.push_str(&quote_str(&k.name));
         out.push(':');
-        write_value(out, v, ind, false);
+        write_value(out, v, ind);
     }
 }
 
@@ -61,7 +61,7 @@ fn write_seq(out: &mut String, node: &Node, ind: usize) {
 }
 
 /// Writes the value after `key:`.
-fn write_value(out: &mut String, v: &Node, ind: usize, _in_seq: bool) {
+fn write_value(out: &mut String, v: &Node, ind: usize) {
     match &v.value {
         Value::Map(m) if !m.is_empty() => {
             out.push('\n');
@@ -93,7 +93,7 @@ fn scalar(node: &Node, ind: usize) -> String {
             {
                 return block;
             }
-            quote_str(s, false)
+            quote_str(s)
         }
         Value::Map(_) => "{}".into(),
         Value::Seq(_) => "[]".into(),
@@ -138,8 +138,8 @@ fn block_literal(s: &str, ind: usize) -> Option<String> {
 }
 
 /// A string as a YAML scalar: plain when it reads back as the same string.
-fn quote_str(s: &str, is_key: bool) -> String {
-    if plain_ok(s, is_key) {
+fn quote_str(s: &str) -> String {
+    if plain_ok(s) {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len() + 2);
@@ -159,7 +159,7 @@ fn quote_str(s: &str, is_key: bool) -> String {
     out
 }
 
-fn plain_ok(s: &str, _is_key: bool) -> bool {
+fn plain_ok(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return false;
     }

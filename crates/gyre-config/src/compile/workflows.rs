@@ -358,8 +358,7 @@ impl Compiler<'_> {
                 job: job.clone(),
                 job_span,
                 args: templated,
-                name: explicit_name.clone().unwrap_or(default_name),
-                explicit_name: explicit_name.is_some(),
+                name: explicit_name.unwrap_or(default_name),
                 aliases: alias.iter().cloned().collect(),
                 extra_requires: Vec::new(),
                 group: None,
@@ -408,7 +407,6 @@ impl Compiler<'_> {
             job_span: span,
             args: Map::default(),
             name: group_name.clone(),
-            explicit_name: true,
             aliases: Vec::new(),
             extra_requires: Vec::new(),
             group: None,
@@ -878,8 +876,6 @@ pub(super) struct Inv {
     job_span: Span,
     args: Map,
     name: String,
-    #[allow(dead_code)]
-    explicit_name: bool,
     /// Other names that refer to this invocation (matrix alias, group, duplicate base).
     aliases: Vec<String>,
     /// Requires inherited from a job group.
