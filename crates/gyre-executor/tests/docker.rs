@@ -39,13 +39,7 @@ async fn run_steps_env_bash_env_and_masking() {
         },
     ];
     let (outcome, sink) = execute(config("env", data.path()), &task).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(
         sink.step_text(0),
         "bash=yes job=build node=0/1 branch=main pwd=/root/project\n"
@@ -212,13 +206,7 @@ async fn background_step_and_service_container_on_localhost() {
         ..ContainerSpec::default()
     });
     let (outcome, sink) = execute(config("service", data.path()), &task).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(outcome.steps[0], StepStatus::Background);
     assert_eq!(sink.step_text(1), "served-by-background\n");
     assert_eq!(sink.step_text(2), "service says hello\n");
@@ -248,13 +236,7 @@ async fn checkout_into_an_image_without_git() {
         &sha,
     );
     let (outcome, sink) = execute(config("checkout", data.path()), &task).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(
         sink.step_text(1),
         "# fixture\nhello from the fixture repository\nhello from src\n"
@@ -294,13 +276,7 @@ async fn cache_round_trip_with_a_checksum_key() {
         &sha,
     );
     let (outcome, sink) = execute(config("cache", data.path()), &save).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert!(
         sink.step_text(3).contains("cache already exists"),
         "{}",
@@ -326,13 +302,7 @@ async fn cache_round_trip_with_a_checksum_key() {
         &sha,
     );
     let (outcome, sink) = execute(config("cache", data.path()), &restore).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert!(
         sink.step_text(1)
             .contains("Found a cache from key deps-v1-main-"),
@@ -364,13 +334,7 @@ async fn workspace_passed_between_two_tasks() {
         ],
     );
     let (outcome, sink) = execute(config("workspace", data.path()), &first).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     // A job that is not upstream of `deploy` persists a layer too.
     let mut lint = docker_task(
         &[BUSYBOX],
@@ -399,13 +363,7 @@ async fn workspace_passed_between_two_tasks() {
     second.job.name = "deploy".into();
     second.job.workspace_upstream = Some(vec!["build".into()]);
     let (outcome, sink) = execute(config("workspace", data.path()), &second).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(1), "built\nyes\nskip\n");
     // Without an upstream list, every layer is applied.
     let all = docker_task(
@@ -444,13 +402,7 @@ async fn test_results_parsed_then_used_for_timing_split() {
         &sha,
     );
     let (outcome, sink) = execute(config("results", data.path()), &first).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(outcome.tests.len(), 5);
     let failing = &outcome.tests[2];
     assert_eq!(
@@ -488,13 +440,7 @@ async fn test_results_parsed_then_used_for_timing_split() {
         &sha,
     );
     let (outcome, sink) = execute(config("results", data.path()), &second).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(1), "tests/test_a.py\n");
     assert_eq!(
         sink.step_text(2),
@@ -717,13 +663,7 @@ async fn failing_step_reruns_after_the_delay_in_a_container() {
     let started = std::time::Instant::now();
     let (outcome, sink) = execute(config("rerun", data.path()), &task).await;
     let elapsed = started.elapsed();
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(outcome.steps, [StepStatus::Success, StepStatus::Success]);
     assert_eq!(
         sink.step_text(0),

@@ -20,13 +20,7 @@ async fn steps_env_masking_and_halt() {
     ]);
     task.environment = vec![secret("TOKEN", "machine-secret")];
     let (outcome, sink) = execute(config("m-env", data.path()), &task).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(0), "bash=yes job=build home-is-fresh=yes\n");
     assert_eq!(sink.step_text(2), "a=****\n");
     assert_eq!(sink.step_text(3), "over\n");
@@ -107,13 +101,7 @@ async fn checkout_cache_and_workspace() {
         &first,
     )
     .await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     std::fs::remove_dir_all(home.path().join("project")).unwrap();
     let ws = tempfile::tempdir().unwrap();
     let second = with_checkout(
@@ -136,13 +124,7 @@ async fn checkout_cache_and_workspace() {
         &second,
     )
     .await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert!(
         sink.step_text(1).contains("Found a cache from key m-"),
         "{}",
@@ -226,13 +208,7 @@ async fn failing_step_reruns_until_it_succeeds() {
         run("echo after"),
     ]);
     let (outcome, sink) = execute(config("m-rerun-ok", data.path()), &task).await;
-    assert_eq!(
-        outcome.status,
-        TaskStatus::Success,
-        "{:?}\n{}",
-        outcome.message,
-        sink.text()
-    );
+    assert_success(&outcome, &sink);
     assert_eq!(outcome.steps, [StepStatus::Success, StepStatus::Success]);
     assert_eq!(runs(&counter), "3\n");
     assert_eq!(

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use gyre_executor::{Executor, ExecutorConfig, MemorySink, TaskOutcome};
+use gyre_executor::{Executor, ExecutorConfig, MemorySink, TaskOutcome, TaskStatus};
 use gyre_protocol::{
     CheckoutSource, ContainerSpec, EnvSource, EnvVar, ExecutorSpec, JobInfo, RunStep, StepSpec,
     TASK_SPEC_VERSION, TaskSpec,
@@ -200,4 +200,15 @@ pub async fn leftovers(label: &str) -> usize {
 /// concurrent runs on one Docker daemon never count each other's containers.
 pub fn run_label(label: &str) -> String {
     format!("gyre.test.{}.{label}", std::process::id())
+}
+
+/// Fails with the task's message and whole log unless it succeeded.
+pub fn assert_success(outcome: &TaskOutcome, sink: &MemorySink) {
+    assert_eq!(
+        outcome.status,
+        TaskStatus::Success,
+        "{:?}\n{}",
+        outcome.message,
+        sink.text()
+    );
 }
