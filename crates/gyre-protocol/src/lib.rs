@@ -7,6 +7,7 @@
 //! - [`helper`]: the framing between the executor and the in-job helper process
 //!   (`circleci __agent`) that runs the steps inside the container or on the host.
 
+pub mod agent;
 pub mod helper;
 
 use serde::{Deserialize, Serialize};
