@@ -202,7 +202,7 @@ impl DockerExecutor {
         let owner = (session.hello.uid, session.hello.gid);
         storage::install_timings(
             &target,
-            &self.config.data_dir,
+            &*self.config.storage,
             &task.job.name,
             TASK_DIR,
             owner,

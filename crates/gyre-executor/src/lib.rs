@@ -27,15 +27,17 @@ mod task;
 mod template;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use docker::{DockerExecutor, JobNetwork, PullPolicy};
 pub use junit::{TestCase, TestResult, parse_junit};
 pub use logs::{LogChunk, LogSink, Masker, MemorySink, NullSink, StepStatus, Stream};
 pub use machine::MachineExecutor;
-pub use storage::{LocalStorage, Storage};
+pub use storage::{LocalStorage, Storage, StorageFuture};
 pub use template::render_key;
 
+use gyre_protocol::agent::Artifact;
 use gyre_protocol::{ExecutorSpec, TaskSpec};
 
 /// Errors that stop the executor itself (as opposed to a failing job, which is a
@@ -83,8 +85,11 @@ impl Error {
 /// pulls only when an image is missing, a 10 minute no-output timeout.
 #[derive(Clone, Debug)]
 pub struct ExecutorConfig {
-    /// Where caches, workspaces, artifacts and test results are stored.
+    /// The directory [`ExecutorConfig::new`] puts the default [`LocalStorage`] in.
     pub data_dir: PathBuf,
+    /// Where caches, workspaces, artifacts and test results are stored.
+    /// Default: a [`LocalStorage`] on `data_dir`.
+    pub storage: Arc<dyn Storage>,
     /// The static `circleci` binary (crate `gyre-circleci`), copied into containers and
     /// run on the host by the machine executor.
     pub helper: PathBuf,
@@ -104,8 +109,10 @@ pub struct ExecutorConfig {
 
 impl ExecutorConfig {
     pub fn new(data_dir: impl Into<PathBuf>, helper: impl Into<PathBuf>) -> ExecutorConfig {
+        let data_dir = data_dir.into();
         ExecutorConfig {
-            data_dir: data_dir.into(),
+            storage: Arc::new(LocalStorage::new(&data_dir)),
+            data_dir,
             helper: helper.into(),
             job_network: JobNetwork::None,
             pull: PullPolicy::IfMissing,
@@ -113,6 +120,12 @@ impl ExecutorConfig {
             machine_home: None,
             label: "gyre.task".to_owned(),
         }
+    }
+
+    /// Replaces the default [`LocalStorage`] on the data directory.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
     }
 
     pub fn job_network(mut self, network: JobNetwork) -> Self {
@@ -179,6 +192,7 @@ pub struct TaskOutcome {
     pub steps: Vec<StepStatus>,
     /// Test cases from `store_test_results`.
     pub tests: Vec<TestCase>,
-    /// Artifact paths as stored (`destination/relative/path`).
-    pub artifacts: Vec<String>,
+    /// Artifacts stored: the path shown (`destination/relative/path`), its storage key
+    /// (`artifacts/<job>/<build>/<node>/<path>`) and the node.
+    pub artifacts: Vec<Artifact>,
 }

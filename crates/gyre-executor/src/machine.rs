@@ -95,7 +95,7 @@ impl MachineExecutor {
         let owner = (session.hello.uid, session.hello.gid);
         storage::install_timings(
             &Target::Machine,
-            &self.config.data_dir,
+            &*self.config.storage,
             &task.job.name,
             &task_dir,
             owner,

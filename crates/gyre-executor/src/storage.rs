@@ -1,14 +1,19 @@
 //! Files in and out of the job: checkout, caches, workspaces, artifacts, test results.
 //!
 //! Everything moves as tar streams through [`Target`]: a container (Docker archive API) or
-//! the host. Stored objects go through the [`Storage`] trait; [`LocalStorage`] keeps them
-//! under the data directory (the server will plug object storage in later).
+//! the host. Stored objects go through the [`Storage`] trait ([`crate::ExecutorConfig::storage`]):
+//! [`LocalStorage`] keeps them under the data directory; an agent plugs in the server's
+//! blob API.
 //! Layout (keys): `caches/<escaped key>.tar.zst`, `workspaces/<workspace id>/<layer>.tar.zst`,
 //! `artifacts/<job>/<build>/<node>/<path>`, `test-results/<job>/<time>.json`.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bollard::Docker;
@@ -17,23 +22,44 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
+use gyre_protocol::agent::Artifact;
 use gyre_protocol::helper::Hello;
 use gyre_protocol::{CheckoutSource, JobInfo};
 
 use crate::Error;
 use crate::junit::{TestCase, parse_junit};
 
-/// Object storage contract: whole-object puts (atomic: readers never see half an object),
-/// gets by key, and listing by key prefix with modification times.
-pub trait Storage: Send + Sync {
-    /// Stores the file at `from` under `key`, replacing nothing if `only_new` and it exists.
-    /// Returns whether it was stored.
-    fn put_file(&self, key: &str, from: &Path, only_new: bool) -> Result<bool, Error>;
-    /// A local path holding the object, if it exists.
-    fn get_file(&self, key: &str) -> Result<Option<PathBuf>, Error>;
-    /// Keys starting with `prefix` (which must end at a `/` boundary or inside the last
-    /// segment), with their modification times.
-    fn list(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, Error>;
+/// What the [`Storage`] methods return: a boxed future, so the trait stays object safe
+/// (`Arc<dyn Storage>`) and network implementations can await inside tokio.
+pub type StorageFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// Object storage contract, shared by [`LocalStorage`] and network implementations:
+/// - `put_file` is atomic: readers never see half an object. With `only_new`, the first
+///   writer wins and later ones get `false`.
+/// - `get_file` of a missing key is `Ok(false)`, not an error.
+/// - `list(prefix)` is a plain string prefix over whole keys: `caches/v1-` lists
+///   `caches/v1-abc.tar.zst` (the prefix may end inside a segment).
+/// - Keys are `/`-separated relative paths with no empty, `.` or `..` segment.
+pub trait Storage: Send + Sync + Debug {
+    /// Stores the file at `from` under `key`; with `only_new`, leaves an existing object
+    /// alone. Returns whether it was stored.
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        from: &'a Path,
+        only_new: bool,
+    ) -> StorageFuture<'a, bool>;
+    /// Writes the object to the local file `to` (created or truncated). Returns `false`
+    /// (leaving `to` alone) when there is no such object.
+    fn get_file<'a>(&'a self, key: &'a str, to: &'a Path) -> StorageFuture<'a, bool>;
+    /// Keys starting with `prefix`, with their modification times, in no particular order.
+    fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<(String, SystemTime)>>;
+    /// A path on this machine where the object can be read directly, if the backend has
+    /// one (saves a copy). Default: none.
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// [`Storage`] in a local directory.
@@ -46,15 +72,13 @@ impl LocalStorage {
     pub fn new(root: impl Into<PathBuf>) -> LocalStorage {
         LocalStorage { root: root.into() }
     }
-}
 
-impl Storage for LocalStorage {
-    fn put_file(&self, key: &str, from: &Path, only_new: bool) -> Result<bool, Error> {
-        let dest = self.root.join(key);
+    fn put_blocking(root: &Path, key: &str, from: &Path, only_new: bool) -> Result<bool, Error> {
+        let dest = root.join(key);
         if only_new && dest.exists() {
             return Ok(false);
         }
-        let parent = dest.parent().unwrap_or(&self.root);
+        let parent = dest.parent().unwrap_or(root);
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
         let tmp = parent.join(format!(".tmp-{}", unique()));
@@ -69,15 +93,10 @@ impl Storage for LocalStorage {
         Ok(true)
     }
 
-    fn get_file(&self, key: &str) -> Result<Option<PathBuf>, Error> {
-        let path = self.root.join(key);
-        Ok(path.is_file().then_some(path))
-    }
-
-    fn list(&self, prefix: &str) -> Result<Vec<(String, SystemTime)>, Error> {
+    fn list_blocking(root: &Path, prefix: &str) -> Vec<(String, SystemTime)> {
         let (dir, start) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
-            return Ok(vec![]);
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            return vec![];
         };
         let mut out = vec![];
         for entry in entries.flatten() {
@@ -96,8 +115,93 @@ impl Storage for LocalStorage {
             };
             out.push((key, modified));
         }
-        Ok(out)
+        out
     }
+}
+
+impl Storage for LocalStorage {
+    fn put_file<'a>(
+        &'a self,
+        key: &'a str,
+        from: &'a Path,
+        only_new: bool,
+    ) -> StorageFuture<'a, bool> {
+        let (root, key_owned, from) = (self.root.clone(), key.to_owned(), from.to_path_buf());
+        Box::pin(async move {
+            blocking(move || LocalStorage::put_blocking(&root, &key_owned, &from, only_new)).await
+        })
+    }
+
+    fn get_file<'a>(&'a self, key: &'a str, to: &'a Path) -> StorageFuture<'a, bool> {
+        let (src, to) = (self.root.join(key), to.to_path_buf());
+        let key = key.to_owned();
+        Box::pin(async move {
+            blocking(move || {
+                if !src.is_file() {
+                    return Ok(false);
+                }
+                std::fs::copy(&src, &to).map_err(|e| Error::io(format!("reading {key}"), e))?;
+                Ok(true)
+            })
+            .await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> StorageFuture<'a, Vec<(String, SystemTime)>> {
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        Box::pin(
+            async move { blocking(move || Ok(LocalStorage::list_blocking(&root, &prefix))).await },
+        )
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        let path = self.root.join(key);
+        path.is_file().then_some(path)
+    }
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    join(tokio::task::spawn_blocking(work)).await
+}
+
+/// Whether `key` exists (a listing of the key itself).
+async fn exists(storage: &dyn Storage, key: &str) -> Result<bool, Error> {
+    if storage.local_path(key).is_some() {
+        return Ok(true);
+    }
+    Ok(storage.list(key).await?.iter().any(|(k, _)| k == key))
+}
+
+/// An object readable on this machine: the backend's own file or a downloaded copy.
+enum Fetched {
+    Local(PathBuf),
+    Temp(tempfile::TempPath),
+}
+
+impl Fetched {
+    fn path(&self) -> &Path {
+        match self {
+            Fetched::Local(path) => path,
+            Fetched::Temp(tmp) => tmp,
+        }
+    }
+}
+
+/// `key` as a local file, downloading it to a temporary file if needed; `None` if missing.
+async fn fetch(storage: &dyn Storage, key: &str) -> Result<Option<Fetched>, Error> {
+    if let Some(path) = storage.local_path(key) {
+        return Ok(Some(Fetched::Local(path)));
+    }
+    let tmp = tempfile::NamedTempFile::new()
+        .map_err(|e| Error::io("temporary file", e))?
+        .into_temp_path();
+    Ok(storage
+        .get_file(key, &tmp)
+        .await?
+        .then_some(Fetched::Temp(tmp)))
 }
 
 /// Makes any text one key segment (`/` and `%` escaped).
@@ -559,14 +663,13 @@ async fn git(dir: &Path, args: &[&str]) -> Result<(), Error> {
 /// `save_cache`: tar + zstd of `paths` (absolute), stored unless the key exists.
 pub(crate) async fn save_cache(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     key: &str,
     paths: &[String],
     home: &str,
 ) -> Result<String, Error> {
-    let storage = LocalStorage::new(data_dir);
     let object = format!("caches/{}.tar.zst", escape_segment(key));
-    if storage.get_file(&object)?.is_some() {
+    if exists(storage, &object).await? {
         return Ok(format!(
             "Skipping cache generation, cache already exists for key: {key}"
         ));
@@ -601,7 +704,7 @@ pub(crate) async fn save_cache(
             }
             None => {
                 missing.push(path.clone());
-                return finish_missing(target, data_dir, key, paths, &missing, home).await;
+                return finish_missing(target, storage, key, paths, &missing, home).await;
             }
         }
     }
@@ -612,7 +715,7 @@ pub(crate) async fn save_cache(
     let mut buf = encoder.finish().map_err(|e| Error::io("zstd", e))?;
     buf.flush().map_err(|e| Error::io("writing the cache", e))?;
     drop(buf);
-    let stored = storage.put_file(&object, tmp.path(), true)?;
+    let stored = storage.put_file(&object, tmp.path(), true).await?;
     Ok(if stored {
         format!("Stored cache {key} ({found} entries)")
     } else {
@@ -623,7 +726,7 @@ pub(crate) async fn save_cache(
 /// A path of `save_cache` is missing: save the others, warning about the missing ones.
 async fn finish_missing(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     key: &str,
     paths: &[String],
     missing: &[String],
@@ -645,33 +748,34 @@ async fn finish_missing(
             "{warning}\nSkipping cache generation, no files found for key: {key}"
         ));
     }
-    let note = Box::pin(save_cache(target, data_dir, key, &present, home)).await?;
+    let note = Box::pin(save_cache(target, storage, key, &present, home)).await?;
     Ok(format!("{warning}\n{note}"))
 }
 
 /// `restore_cache`: the newest cache whose key starts with the first candidate that matches.
 pub(crate) async fn restore_cache(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     keys: &[String],
     home: &str,
 ) -> Result<String, Error> {
-    let storage = LocalStorage::new(data_dir);
     for key in keys {
-        let mut found = storage.list(&format!("caches/{}", escape_segment(key)))?;
+        let mut found = storage
+            .list(&format!("caches/{}", escape_segment(key)))
+            .await?;
         found.retain(|(k, _)| k.ends_with(".tar.zst"));
         found.sort_by_key(|(_, time)| *time);
         let Some((object, _)) = found.pop() else {
             continue;
         };
-        let Some(file) = storage.get_file(&object)? else {
+        let Some(file) = fetch(storage, &object).await? else {
             continue;
         };
         let home = rel_to_root(Path::new(home));
         target
             .import(Box::new(move |writer| {
-                let file =
-                    std::fs::File::open(&file).map_err(|e| Error::io("opening the cache", e))?;
+                let file = std::fs::File::open(file.path())
+                    .map_err(|e| Error::io("opening the cache", e))?;
                 let mut decoder =
                     zstd::stream::Decoder::new(file).map_err(|e| Error::io("zstd", e))?;
                 // Entries saved under the saving task's home go under this task's home.
@@ -707,7 +811,7 @@ fn unescape(text: &str) -> String {
 /// `persist_to_workspace`: a new layer with `paths` (globs) relative to `root`.
 pub(crate) async fn persist_workspace(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     workspace_id: &str,
     job: &str,
     node: u32,
@@ -771,7 +875,7 @@ pub(crate) async fn persist_workspace(
         unique(),
         hex(job)
     );
-    LocalStorage::new(data_dir).put_file(&key, tmp.path(), false)?;
+    storage.put_file(&key, tmp.path(), false).await?;
     Ok(format!(
         "Persisted {n} entries from {root} to the workspace"
     ))
@@ -786,13 +890,14 @@ fn hex(text: &str) -> String {
 /// oldest first, extracted under `at`.
 pub(crate) async fn attach_workspace(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     workspace_id: &str,
     upstream: Option<&[String]>,
     at: &str,
 ) -> Result<String, Error> {
-    let storage = LocalStorage::new(data_dir);
-    let mut layers = storage.list(&format!("workspaces/{}/", escape_segment(workspace_id)))?;
+    let mut layers = storage
+        .list(&format!("workspaces/{}/", escape_segment(workspace_id)))
+        .await?;
     layers.sort();
     if let Some(upstream) = upstream {
         let wanted: Vec<String> = upstream.iter().map(|job| hex(job)).collect();
@@ -805,13 +910,13 @@ pub(crate) async fn attach_workspace(
     }
     let prefix = rel_to_root(Path::new(at));
     for (key, _) in &layers {
-        let Some(file) = storage.get_file(key)? else {
+        let Some(file) = fetch(storage, key).await? else {
             continue;
         };
         let prefix = prefix.clone();
         target
             .import(Box::new(move |writer| {
-                let file = std::fs::File::open(&file)
+                let file = std::fs::File::open(file.path())
                     .map_err(|e| Error::io("opening a workspace layer", e))?;
                 let mut decoder =
                     zstd::stream::Decoder::new(file).map_err(|e| Error::io("zstd", e))?;
@@ -867,24 +972,28 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     go(&p, &s)
 }
 
-/// `store_artifacts`: files under `source` stored as `<destination>/<relative path>`.
+/// `store_artifacts`: each file under `source` stored as
+/// `artifacts/<job>/<build>/<node>/<destination>/<relative path>`, one at a time (a
+/// temporary copy of one file at most).
 pub(crate) async fn store_artifacts(
     target: &Target,
-    data_dir: &Path,
+    storage: &Arc<dyn Storage>,
     job: &JobInfo,
     node: u32,
     source: &str,
     destination: Option<&str>,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<Artifact>, Error> {
     let destination = destination
         .map(|d| d.trim_matches('/').to_owned())
         .unwrap_or_else(|| source.trim_matches('/').to_owned());
-    let base = data_dir
-        .join("artifacts")
-        .join(escape_segment(&job.name))
-        .join(job.build_num.to_string())
-        .join(node.to_string());
-    let consume: Exporter<Vec<String>> = Box::new(move |reader, _| {
+    let base = format!(
+        "artifacts/{}/{}/{node}",
+        escape_segment(&job.name),
+        job.build_num
+    );
+    let storage = Arc::clone(storage);
+    let runtime = tokio::runtime::Handle::current();
+    let consume: Exporter<Vec<Artifact>> = Box::new(move |reader, _| {
         let mut archive = tar::Archive::new(reader);
         let mut stored = vec![];
         for entry in archive
@@ -905,14 +1014,17 @@ pub(crate) async fn store_artifacts(
             } else {
                 format!("{destination}/{}", rel.display())
             };
-            let dest = base.join(&name);
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io("storing artifacts", e))?;
-            }
-            let mut out =
-                std::fs::File::create(&dest).map_err(|e| Error::io("storing artifacts", e))?;
-            std::io::copy(&mut entry, &mut out).map_err(|e| Error::io("storing artifacts", e))?;
-            stored.push(name);
+            let key = artifact_key(&base, &name);
+            let mut tmp =
+                tempfile::NamedTempFile::new().map_err(|e| Error::io("temporary file", e))?;
+            std::io::copy(&mut entry, &mut tmp).map_err(|e| Error::io("storing artifacts", e))?;
+            // A blocking-pool thread: waiting on the runtime here is allowed.
+            runtime.block_on(storage.put_file(&key, tmp.path(), false))?;
+            stored.push(Artifact {
+                path: name,
+                key,
+                node_index: node,
+            });
         }
         Ok(stored)
     });
@@ -922,10 +1034,26 @@ pub(crate) async fn store_artifacts(
         .ok_or_else(|| Error::InvalidTask(format!("store_artifacts: {source} does not exist")))
 }
 
+/// `base/name` as a valid key: empty and `.` segments dropped, `..` escaped.
+fn artifact_key(base: &str, name: &str) -> String {
+    let mut key = base.to_owned();
+    for segment in name.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => key.push_str("/%2E%2E"),
+            other => {
+                key.push('/');
+                key.push_str(other);
+            }
+        }
+    }
+    key
+}
+
 /// `store_test_results`: JUnit files under `source`, parsed and stored for timings.
 pub(crate) async fn store_test_results(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     job_name: &str,
     source: &str,
 ) -> Result<Vec<TestCase>, Error> {
@@ -969,7 +1097,7 @@ pub(crate) async fn store_test_results(
         escape_segment(job_name),
         unique()
     );
-    LocalStorage::new(data_dir).put_file(&key, tmp.path(), false)?;
+    storage.put_file(&key, tmp.path(), false).await?;
     Ok(cases)
 }
 
@@ -977,21 +1105,22 @@ pub(crate) async fn store_test_results(
 /// newest stored test results of the same job. Returns whether there were any.
 pub(crate) async fn install_timings(
     target: &Target,
-    data_dir: &Path,
+    storage: &dyn Storage,
     job_name: &str,
     task_dir: &str,
     owner: (u32, u32),
 ) -> Result<bool, Error> {
-    let storage = LocalStorage::new(data_dir);
-    let mut results = storage.list(&format!("test-results/{}/", escape_segment(job_name)))?;
+    let mut results = storage
+        .list(&format!("test-results/{}/", escape_segment(job_name)))
+        .await?;
     results.sort();
     let Some((key, _)) = results.pop() else {
         return Ok(false);
     };
-    let Some(file) = storage.get_file(&key)? else {
+    let Some(file) = fetch(storage, &key).await? else {
         return Ok(false);
     };
-    let bytes = std::fs::read(&file).map_err(|e| Error::io("reading test results", e))?;
+    let bytes = std::fs::read(file.path()).map_err(|e| Error::io("reading test results", e))?;
     let cases: Vec<TestCase> =
         serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("{key}: {e}")))?;
     let mut tables: [HashMap<String, f64>; 3] = Default::default();
@@ -1054,18 +1183,34 @@ mod tests {
         assert!(read_file(&Target::Machine, &missing).await.is_err());
     }
 
-    #[test]
-    fn local_storage_first_writer_wins() {
+    #[tokio::test]
+    async fn local_storage_first_writer_wins() {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::new(dir.path());
         let src = dir.path().join("src");
         std::fs::write(&src, b"one").unwrap();
-        assert!(storage.put_file("caches/k1", &src, true).unwrap());
+        assert!(storage.put_file("caches/k1", &src, true).await.unwrap());
         std::fs::write(&src, b"two").unwrap();
-        assert!(!storage.put_file("caches/k1", &src, true).unwrap());
-        let got = storage.get_file("caches/k1").unwrap().unwrap();
-        assert_eq!(std::fs::read(got).unwrap(), b"one");
-        assert_eq!(storage.list("caches/k").unwrap().len(), 1);
-        assert!(storage.list("caches/x").unwrap().is_empty());
+        assert!(!storage.put_file("caches/k1", &src, true).await.unwrap());
+        let got = dir.path().join("got");
+        assert!(storage.get_file("caches/k1", &got).await.unwrap());
+        assert_eq!(std::fs::read(&got).unwrap(), b"one");
+        assert!(!storage.get_file("caches/k2", &got).await.unwrap());
+        assert_eq!(storage.list("caches/k").await.unwrap().len(), 1);
+        assert!(storage.list("caches/x").await.unwrap().is_empty());
+        assert!(exists(&storage, "caches/k1").await.unwrap());
+        assert!(!exists(&storage, "caches/k").await.unwrap());
+    }
+
+    #[test]
+    fn artifact_keys_stay_inside_their_prefix() {
+        assert_eq!(
+            artifact_key("artifacts/j/1/0", "a/b.txt"),
+            "artifacts/j/1/0/a/b.txt"
+        );
+        assert_eq!(
+            artifact_key("artifacts/j/1/0", "./a//../b"),
+            "artifacts/j/1/0/a/%2E%2E/b"
+        );
     }
 }

@@ -29,7 +29,7 @@ pub(crate) struct Runner<'a> {
     background: HashMap<u32, usize>,
     maskers: HashMap<(u32, u8), Masker>,
     tests: Vec<crate::TestCase>,
-    artifacts: Vec<String>,
+    artifacts: Vec<gyre_protocol::agent::Artifact>,
 }
 
 impl<'a> Runner<'a> {
@@ -388,7 +388,7 @@ impl<'a> Runner<'a> {
                 let paths: Vec<String> = paths.iter().map(|p| self.resolve(p)).collect();
                 let home = self.session.hello.home.clone();
                 let note =
-                    storage::save_cache(&self.target, &self.config.data_dir, &key, &paths, &home)
+                    storage::save_cache(&self.target, &*self.config.storage, &key, &paths, &home)
                         .await?;
                 self.system(idx, &note);
                 Ok(())
@@ -400,7 +400,7 @@ impl<'a> Runner<'a> {
                 }
                 let home = self.session.hello.home.clone();
                 let note =
-                    storage::restore_cache(&self.target, &self.config.data_dir, &rendered, &home)
+                    storage::restore_cache(&self.target, &*self.config.storage, &rendered, &home)
                         .await?;
                 self.system(idx, &note);
                 Ok(())
@@ -409,7 +409,7 @@ impl<'a> Runner<'a> {
                 let root = self.resolve(root);
                 let note = storage::persist_workspace(
                     &self.target,
-                    &self.config.data_dir,
+                    &*self.config.storage,
                     &self.task.job.workflow_workspace_id,
                     &self.task.job.name,
                     self.task.node.index,
@@ -424,7 +424,7 @@ impl<'a> Runner<'a> {
                 let at = self.resolve(at);
                 let note = storage::attach_workspace(
                     &self.target,
-                    &self.config.data_dir,
+                    &*self.config.storage,
                     &self.task.job.workflow_workspace_id,
                     self.task.job.workspace_upstream.as_deref(),
                     &at,
@@ -437,7 +437,7 @@ impl<'a> Runner<'a> {
                 let source = self.resolve(path);
                 let stored = storage::store_artifacts(
                     &self.target,
-                    &self.config.data_dir,
+                    &self.config.storage,
                     &self.task.job,
                     self.task.node.index,
                     &source,
@@ -452,7 +452,7 @@ impl<'a> Runner<'a> {
                 let source = self.resolve(path);
                 let tests = storage::store_test_results(
                     &self.target,
-                    &self.config.data_dir,
+                    &*self.config.storage,
                     &self.task.job.name,
                     &source,
                 )

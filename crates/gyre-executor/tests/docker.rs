@@ -413,7 +413,12 @@ async fn test_results_parsed_then_used_for_timing_split() {
     assert_eq!(failing.message.as_deref(), Some("assert 1 == 2"));
     assert_eq!(failing.file.as_deref(), Some("tests/test_c.py"));
     assert_eq!(outcome.tests[0].time, 10.0);
-    assert_eq!(outcome.artifacts, ["reports"]);
+    let artifacts: Vec<(&str, &str)> = outcome
+        .artifacts
+        .iter()
+        .map(|a| (a.path.as_str(), a.key.as_str()))
+        .collect();
+    assert_eq!(artifacts, [("reports", "artifacts/build/42/0/reports")]);
     let stored = data.path().join("artifacts/build/42/0/reports");
     assert!(
         std::fs::read_to_string(stored)
