@@ -48,7 +48,7 @@ pub struct JobInstance {
     pub serial_group: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceKind {
     Build,
@@ -57,7 +57,7 @@ pub enum InstanceKind {
 }
 
 /// A final status an upstream job may end in.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RequiredStatus {
     Success,

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod ids;
+pub mod spec;
 pub mod status;
 pub mod workflow;
 

@@ -165,7 +165,7 @@ pub enum Error {
 }
 
 /// One requirement of a job, on a job of the same run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requires {
     pub job: JobId,
     /// Accepted final statuses (non-empty; `terminal` is all five).
@@ -173,7 +173,7 @@ pub struct Requires {
 }
 
 /// A job of the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobState {
     /// The instance name (`CIRCLE_JOB`), unique in the workflow.
     pub name: String,
@@ -191,7 +191,7 @@ pub struct JobState {
 }
 
 /// One task: one node of one job, one attempt.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
     pub job: JobId,
@@ -205,7 +205,11 @@ pub struct Task {
 
 /// The state of one workflow run. Deterministic: the same plan, trigger and events give
 /// the same state, ids and actions, so replaying a stored event log rebuilds it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// Serialized with serde (the server stores it as JSON between events); deserializing
+/// rebuilds the derived indexes and checks that every reference is in range.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredState")]
 pub struct WorkflowState {
     name: String,
     jobs: Vec<JobState>,
@@ -218,6 +222,54 @@ pub struct WorkflowState {
     /// `dependants[j]`: jobs requiring job `j`.
     #[serde(skip)]
     dependants: Vec<Vec<usize>>,
+}
+
+/// The serialized fields of [`WorkflowState`], checked before use.
+#[derive(Deserialize)]
+struct StoredState {
+    name: String,
+    jobs: Vec<JobState>,
+    filtered: Vec<String>,
+    tasks: Vec<Task>,
+    status: WorkflowStatus,
+    canceled: bool,
+    run: u32,
+}
+
+impl TryFrom<StoredState> for WorkflowState {
+    type Error = String;
+
+    fn try_from(s: StoredState) -> Result<WorkflowState, String> {
+        let n = s.jobs.len() as u64;
+        let mut dependants = vec![Vec::new(); s.jobs.len()];
+        for (j, job) in s.jobs.iter().enumerate() {
+            for r in &job.requires {
+                if r.job.0 >= n {
+                    return Err(format!("job {j} requires unknown job {}", r.job));
+                }
+                let u = r.job.0 as usize;
+                if !dependants[u].contains(&j) {
+                    dependants[u].push(j);
+                }
+            }
+            if job.tasks.iter().any(|t| t.0 >= s.tasks.len() as u64) {
+                return Err(format!("job {j} names an unknown task"));
+            }
+        }
+        if s.tasks.iter().any(|t| t.job.0 >= n) {
+            return Err("a task names an unknown job".into());
+        }
+        Ok(WorkflowState {
+            name: s.name,
+            jobs: s.jobs,
+            filtered: s.filtered,
+            tasks: s.tasks,
+            status: s.status,
+            canceled: s.canceled,
+            run: s.run,
+            dependants,
+        })
+    }
 }
 
 impl WorkflowState {

@@ -442,7 +442,18 @@ proptest! {
         for e in log {
             prop_assert!(replay.apply(e).is_ok());
         }
-        prop_assert_eq!(replay, state);
+        prop_assert_eq!(&replay, &state);
+
+        // Stored as JSON between events (the server does): the state read back is the
+        // same, and behaves the same (rerun, then every task ends).
+        let json = serde_json::to_string(&state).expect("serialize");
+        let mut back: WorkflowState = serde_json::from_str(&json).expect("deserialize");
+        prop_assert_eq!(&back, &state);
+        let mut again = state.clone();
+        let a = again.apply(Event::RerunFromStart);
+        let b = back.apply(Event::RerunFromStart);
+        prop_assert_eq!(a, b);
+        prop_assert_eq!(&back, &again);
     }
 
     #[test]

@@ -37,12 +37,14 @@ mod error;
 mod logs;
 mod pipelines;
 mod queue;
+mod server;
 
 pub use agents::{Agent, AgentStatus};
 pub use error::Error;
 pub use logs::{LogChunk, Stream};
 pub use pipelines::{NewJob, NewPipeline, NewProject, Pipeline, Project, ProjectId};
 pub use queue::{NewTask, Task, TaskKey};
+pub use server::{JobRow, PipelineDetails, TaskRow, WorkflowRow, WorkflowTx};
 
 use error::query;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -54,8 +56,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The migration set, in order: `(version, description, SQL)`. The files live in
 /// `migrations/`; a test checks that this list and the directory agree.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "server", include_str!("../migrations/0002_server.sql")),
+];
 
 /// The SQL engine behind a [`Store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

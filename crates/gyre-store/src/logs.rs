@@ -12,6 +12,12 @@ use std::str::FromStr;
 pub enum Stream {
     Stdout,
     Stderr,
+    /// gyre's own notes.
+    System,
+    /// A step began: `data` is JSON `{"name", "header"}`.
+    StepStarted,
+    /// A step ended: `data` is its status (`success`, `failed`, …).
+    StepFinished,
 }
 
 impl Stream {
@@ -20,6 +26,9 @@ impl Stream {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
+            Stream::System => "system",
+            Stream::StepStarted => "step_started",
+            Stream::StepFinished => "step_finished",
         }
     }
 }
@@ -36,6 +45,9 @@ impl FromStr for Stream {
         match s {
             "stdout" => Ok(Stream::Stdout),
             "stderr" => Ok(Stream::Stderr),
+            "system" => Ok(Stream::System),
+            "step_started" => Ok(Stream::StepStarted),
+            "step_finished" => Ok(Stream::StepFinished),
             _ => Err(format!("unknown stream '{s}'")),
         }
     }

@@ -87,9 +87,9 @@ pub struct NewJob<'a> {
     pub approval: bool,
 }
 
-const PROJECT_COLS: &str =
+pub(crate) const PROJECT_COLS: &str =
     "id, slug, repo_url, default_branch, webhook_secret, settings, created_at";
-const PIPELINE_COLS: &str = "id, project_id, number, trigger_kind, trigger_actor, branch, tag, \
+pub(crate) const PIPELINE_COLS: &str = "id, project_id, number, trigger_kind, trigger_actor, branch, tag, \
     revision, state, errors, config, created_at";
 
 impl Store {
@@ -425,7 +425,7 @@ impl Store {
     }
 }
 
-fn project_from_row(row: &AnyRow) -> Result<Project, Error> {
+pub(crate) fn project_from_row(row: &AnyRow) -> Result<Project, Error> {
     const T: &str = "projects";
     Ok(Project {
         id: ProjectId(get_u64(row, T, "id")?),
@@ -438,7 +438,7 @@ fn project_from_row(row: &AnyRow) -> Result<Project, Error> {
     })
 }
 
-fn pipeline_from_row(row: &AnyRow) -> Result<Pipeline, Error> {
+pub(crate) fn pipeline_from_row(row: &AnyRow) -> Result<Pipeline, Error> {
     const T: &str = "pipelines";
     Ok(Pipeline {
         id: PipelineId(get_u64(row, T, "id")?),

@@ -61,7 +61,7 @@ pub struct Task {
     pub lease_expires_at: Option<Millis>,
 }
 
-const TASK_COLS: &str = "workflow_id, task_id, job_id, node_index, attempt, status, \
+pub(crate) const TASK_COLS: &str = "workflow_id, task_id, job_id, node_index, attempt, status, \
     resource_class, payload, lease_owner, lease_expires_at";
 
 impl Store {
@@ -250,7 +250,7 @@ impl Store {
     /// The clause that makes a row-picking subquery skip rows other transactions hold:
     /// `FOR UPDATE SKIP LOCKED` on PostgreSQL; nothing on SQLite, where the writing
     /// transaction already excludes every other writer.
-    fn row_lock(&self) -> &'static str {
+    pub(crate) fn row_lock(&self) -> &'static str {
         match self.engine {
             Engine::Postgres => " FOR UPDATE SKIP LOCKED",
             Engine::Sqlite => "",
@@ -273,7 +273,7 @@ fn get_u32(row: &AnyRow, col: &str) -> Result<u32, Error> {
     })
 }
 
-fn task_from_row(row: &AnyRow) -> Result<Task, Error> {
+pub(crate) fn task_from_row(row: &AnyRow) -> Result<Task, Error> {
     const T: &str = "tasks";
     let lease_expires_at: Option<i64> = get(row, T, "lease_expires_at")?;
     Ok(Task {

@@ -7,17 +7,12 @@
 
 use crate::config_cmd::{Input, compile_input};
 use anyhow::{Context, bail};
-use gyre_config::plan::{
-    self, Executor as PlanExecutor, InstanceKind, JobInstance, RequiredStatus, Step,
-};
+use gyre_config::plan::{self, InstanceKind, JobInstance, RequiredStatus};
 use gyre_config::yaml::Value;
 use gyre_executor::{
     Executor, ExecutorConfig, JobNetwork, LogChunk, LogSink, StepStatus, TaskStatus,
 };
-use gyre_protocol::{
-    CheckoutSource, ContainerSpec, EnvSource, EnvVar, ExecutorSpec, JobInfo, NodeInfo,
-    RegistryAuth, Resources, RunStep, StepSpec, TASK_SPEC_VERSION, TaskSpec, When,
-};
+use gyre_protocol::{CheckoutSource, EnvSource, EnvVar, JobInfo, NodeInfo, TaskSpec};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -462,24 +457,6 @@ async fn run_job(
     Ok(outcome)
 }
 
-/// CPU and memory of a resource class (spec §3.8, Docker x86 sizes).
-fn resources(class: Option<&str>) -> Resources {
-    let (cpus, gb) = match class.map(|c| c.trim_end_matches(".gen2")) {
-        Some("small") => (1.0, 2),
-        Some("medium") => (2.0, 4),
-        Some("medium+") => (3.0, 6),
-        Some("large") => (4.0, 8),
-        Some("xlarge") => (8.0, 16),
-        Some("2xlarge") => (16.0, 32),
-        Some("2xlarge+") => (20.0, 40),
-        _ => return Resources::default(),
-    };
-    Resources {
-        cpus: Some(cpus),
-        memory_bytes: Some(gb << 30),
-    }
-}
-
 /// The task for one node of a job.
 fn task_spec(
     ctx: &RunContext<'_>,
@@ -489,142 +466,22 @@ fn task_spec(
     node: NodeInfo,
     workspace_upstream: Option<Vec<String>>,
 ) -> Result<TaskSpec, String> {
-    let executor = match &job.executor {
-        PlanExecutor::Docker(images) => ExecutorSpec::Docker {
-            images: images
-                .iter()
-                .map(|i| ContainerSpec {
-                    image: i.image.clone(),
-                    name: i.name.clone(),
-                    entrypoint: i.entrypoint.clone(),
-                    command: i.command.clone(),
-                    user: i.user.clone(),
-                    environment: i.environment.clone(),
-                    auth: i.auth.as_ref().map(|a| RegistryAuth {
-                        username: a.username.clone(),
-                        password: a.password.clone(),
-                    }),
-                })
-                .collect(),
-        },
-        PlanExecutor::Machine(m) => ExecutorSpec::Machine {
-            image: m.image.clone(),
-        },
-        PlanExecutor::Macos { .. } => return Err("macOS jobs need a macOS agent".into()),
-        PlanExecutor::None => return Err("the job has no executor".into()),
+    let info = JobInfo {
+        name: name.to_string(),
+        branch: ctx.branch.clone(),
+        tag: ctx.tag.clone(),
+        sha1: ctx.checkout.revision.clone(),
+        build_num,
+        workflow_id: ctx.run_id.clone(),
+        workflow_job_id: format!("{}-{build_num}", ctx.run_id),
+        workflow_workspace_id: ctx.run_id.clone(),
+        pipeline_id: ctx.run_id.clone(),
+        project_reponame: ctx.project.clone(),
+        repository_url: ctx.checkout.repository.clone(),
+        workspace_upstream,
+        ..JobInfo::default()
     };
-    let mut environment = ctx.env.clone();
-    environment.extend(job.environment.iter().map(|(k, v)| EnvVar {
-        name: k.clone(),
-        value: v.clone(),
-        secret: false,
-        source: EnvSource::Job,
-    }));
-    let mut steps = Vec::new();
-    for s in &job.steps {
-        if let Some(spec) = step_spec(s, node) {
-            steps.push(spec);
-        }
-    }
-    Ok(TaskSpec {
-        version: TASK_SPEC_VERSION,
-        job: JobInfo {
-            name: name.to_string(),
-            branch: ctx.branch.clone(),
-            tag: ctx.tag.clone(),
-            sha1: ctx.checkout.revision.clone(),
-            build_num,
-            workflow_id: ctx.run_id.clone(),
-            workflow_job_id: format!("{}-{build_num}", ctx.run_id),
-            workflow_workspace_id: ctx.run_id.clone(),
-            pipeline_id: ctx.run_id.clone(),
-            project_reponame: ctx.project.clone(),
-            repository_url: ctx.checkout.repository.clone(),
-            workspace_upstream,
-            ..JobInfo::default()
-        },
-        executor,
-        working_directory: job.working_directory.clone(),
-        shell: job.shell.clone(),
-        environment,
-        resources: resources(job.resource_class.as_deref()),
-        node,
-        checkout: Some(ctx.checkout.clone()),
-        steps,
-    })
-}
-
-fn when(w: plan::When) -> When {
-    match w {
-        plan::When::Always => When::Always,
-        plan::When::OnSuccess => When::OnSuccess,
-        plan::When::OnFail => When::OnFail,
-    }
-}
-
-fn run_step(r: &plan::Run) -> RunStep {
-    RunStep {
-        name: r.name.clone(),
-        command: r.command.clone(),
-        shell: r.shell.clone(),
-        background: r.background,
-        working_directory: r.working_directory.clone(),
-        no_output_timeout_ms: Some((r.no_output_timeout_secs * 1000.0) as u64),
-        when: when(r.when),
-        environment: r.environment.clone(),
-        max_auto_reruns: r.max_auto_reruns,
-        // The compiler allows at most 10m; `as` saturates anything odd (negative, NaN → 0).
-        auto_rerun_delay_ms: r.auto_rerun_delay_secs.map(|s| (s * 1000.0) as u64),
-    }
-}
-
-/// A plan step as the executor takes it; `None` for steps that do nothing here.
-fn step_spec(s: &Step, node: NodeInfo) -> Option<StepSpec> {
-    Some(match s {
-        Step::Run(r) => StepSpec::Run(run_step(r)),
-        // `deploy` runs only on node 0 (spec §4.14).
-        Step::Deploy(r) => {
-            if node.index != 0 {
-                return None;
-            }
-            StepSpec::Run(run_step(r))
-        }
-        Step::Checkout { path, .. } => StepSpec::Checkout { path: path.clone() },
-        Step::SetupRemoteDocker { version, .. } => StepSpec::SetupRemoteDocker {
-            version: version.clone(),
-        },
-        Step::SaveCache {
-            name,
-            key,
-            paths,
-            when: w,
-        } => StepSpec::SaveCache {
-            name: name.clone(),
-            key: key.clone(),
-            paths: paths.clone(),
-            when: when(*w),
-        },
-        Step::RestoreCache { name, keys } => StepSpec::RestoreCache {
-            name: name.clone(),
-            keys: keys.clone(),
-        },
-        Step::StoreArtifacts {
-            path, destination, ..
-        } => StepSpec::StoreArtifacts {
-            path: path.clone(),
-            destination: destination.clone(),
-        },
-        Step::StoreTestResults { path, .. } => StepSpec::StoreTestResults { path: path.clone() },
-        Step::PersistToWorkspace { root, paths, .. } => StepSpec::PersistToWorkspace {
-            root: root.clone(),
-            paths: paths.clone(),
-        },
-        Step::AttachWorkspace { at, .. } => StepSpec::AttachWorkspace { at: at.clone() },
-        Step::AddSshKeys { fingerprints } => StepSpec::AddSshKeys {
-            fingerprints: fingerprints.clone(),
-        },
-        Step::InstallSigningBundle => return None,
-    })
+    gyre_core::spec::task_spec(job, info, &ctx.env, Some(ctx.checkout.clone()), node)
 }
 
 /// Prints step headers, live output and step results on the terminal.
@@ -661,32 +518,5 @@ impl LogSink for ConsoleSink {
             StepStatus::Background => "running in the background",
         };
         println!("<-- {word} ({secs:.1}s)");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_step_carries_auto_reruns() {
-        let plan = plan::Run {
-            command: "make test".into(),
-            no_output_timeout_secs: 600.0,
-            max_auto_reruns: Some(3),
-            auto_rerun_delay_secs: Some(120.0),
-            ..plan::Run::default()
-        };
-        let step = run_step(&plan);
-        assert_eq!(step.max_auto_reruns, Some(3));
-        assert_eq!(step.auto_rerun_delay_ms, Some(120_000));
-        let plain = run_step(&plan::Run {
-            command: "make".into(),
-            ..plan::Run::default()
-        });
-        assert_eq!(
-            (plain.max_auto_reruns, plain.auto_rerun_delay_ms),
-            (None, None)
-        );
     }
 }
