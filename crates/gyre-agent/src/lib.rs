@@ -60,7 +60,8 @@ pub struct AgentConfig {
     /// Resource classes this agent runs (`docker/medium`, `machine`, …). Default: none,
     /// which claims nothing.
     pub resource_classes: Vec<String>,
-    /// Where the machine executor's task homes and temporary files go.
+    /// The executor's data directory. Blobs go to the server, so nothing is kept here
+    /// yet; temporary files use the system temporary directory.
     pub work_dir: PathBuf,
     /// The static `circleci` helper binary (crate `gyre-circleci`).
     pub helper: PathBuf,
