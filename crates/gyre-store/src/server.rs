@@ -406,9 +406,8 @@ impl Store {
 
     /// Workflows not yet terminal (the server resumes them after a restart).
     pub async fn live_workflows(&self) -> Result<Vec<WorkflowRow>, Error> {
-        let sql = format!(
-            "SELECT {WORKFLOW_COLS} FROM workflows WHERE stopped_at IS NULL ORDER BY id"
-        );
+        let sql =
+            format!("SELECT {WORKFLOW_COLS} FROM workflows WHERE stopped_at IS NULL ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await
@@ -591,4 +590,45 @@ fn task_row_from_row(row: &AnyRow) -> Result<TaskRow, Error> {
         outcome: opt_json(row, T, "outcome")?,
         log_key: get(row, T, "log_key")?,
     })
+}
+
+impl Store {
+    /// Registers `name` again with a new token (an agent restarted): it becomes active,
+    /// the old token stops working. `None` if no agent has this name.
+    pub async fn reregister_agent(
+        &self,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<Option<gyre_core::AgentId>, Error> {
+        let row = sqlx::query(
+            "UPDATE agents SET token_hash = $2, status = 'active', last_heartbeat = $3 \
+             WHERE name = $1 RETURNING id",
+        )
+        .bind(name)
+        .bind(token_hash)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query("reregister_agent"))?;
+        row.map(|r| get_u64(&r, "agents", "id").map(gyre_core::AgentId))
+            .transpose()
+    }
+}
+
+impl Store {
+    /// One task with what the read side shows.
+    pub async fn task_row(&self, key: TaskKey) -> Result<Option<TaskRow>, Error> {
+        let sql = format!(
+            "SELECT {TASK_COLS}, queued_at, started_at, finished_at, outcome, log_key \
+             FROM tasks WHERE workflow_id = $1 AND task_id = $2"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64("workflow id", key.workflow.0)?)
+            .bind(to_i64("task id", key.task.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("task_row"))?;
+        row.as_ref().map(task_row_from_row).transpose()
+    }
 }

@@ -220,7 +220,7 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// The static in-job helper: `--helper`, `$GYRE_HELPER`, or `circleci` beside `gyre`.
-fn find_helper(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn find_helper(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     let candidate = match (flag, std::env::var_os("GYRE_HELPER")) {
         (Some(p), _) => p.to_path_buf(),
         (None, Some(p)) => PathBuf::from(p),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod config_cmd;
 mod local;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,49 @@ enum Command {
     /// Run jobs on this machine.
     #[command(subcommand)]
     Local(LocalCommand),
+    /// Start gyre on this machine: server, built-in agent, SQLite, local storage.
+    Up {
+        #[command(flatten)]
+        server: serve::ServerArgs,
+        #[command(flatten)]
+        agent: serve::AgentArgs,
+    },
+    /// Run the server alone (agents connect with `gyre agent`).
+    Server {
+        #[command(flatten)]
+        server: serve::ServerArgs,
+    },
+    /// Run an agent that takes tasks from a server.
+    Agent(serve::AgentCmd),
+    /// Manage projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Administer a server.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Add a project (its repository and webhook secret).
+    Add(serve::ProjectAdd),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List agents (active, draining, down) and what they run; `drain ID` drains one.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodesAction>,
+        #[command(flatten)]
+        remote: serve::Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodesAction {
+    /// Stop giving an agent new tasks; it finishes what it runs.
+    Drain { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -85,6 +129,13 @@ fn main() -> ExitCode {
         Command::Config(ConfigCommand::Validate { input }) => config_cmd::validate(&input),
         Command::Orb(OrbCommand::Pack { dir }) => config_cmd::pack(&dir),
         Command::Local(LocalCommand::Execute(args)) => local::execute(args),
+        Command::Up { server, agent } => serve::up(server, agent),
+        Command::Server { server } => serve::server(server),
+        Command::Agent(cmd) => serve::agent(cmd),
+        Command::Project(ProjectCommand::Add(p)) => serve::project_add(p),
+        Command::Admin(AdminCommand::Nodes { action, remote }) => {
+            serve::nodes(remote, action.map(|NodesAction::Drain { id }| id))
+        }
     };
     match result {
         Ok(code) => code,

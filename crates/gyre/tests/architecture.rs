@@ -37,6 +37,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gyre-executor",
             "gyre-agent",
             "gyre-server",
+            "gyre-store",
+            "gyre-blob",
         ],
     ),
 ];

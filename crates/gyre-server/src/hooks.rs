@@ -1,0 +1,162 @@
+//! Inbound hooks that start pipelines.
+//!
+//! - `POST /hooks/github`: GitHub webhooks (`push` for branches and tags; `ping`;
+//!   `pull_request` is acknowledged and recorded nowhere yet). Verified with
+//!   `X-Hub-Signature-256` against the project's webhook secret, deduplicated by
+//!   `X-GitHub-Delivery`, `[ci skip]`/`[skip ci]` honoured. The project is found by
+//!   `repository.full_name` (`gh/<full_name>`) and always fetched from its configured URL.
+//! - `POST /hooks/push/{vcs}/{org}/{repo}`: the generic push hook for any git server
+//!   (`trigger::GenericPush`), signed the same way in `X-Gyre-Signature-256`.
+
+use crate::error::{ApiError, ApiResult};
+use crate::intake::{self, TriggerRequest};
+use crate::{App, api, github, trigger};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use gyre_store::{Millis, Project};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/hooks/github", post(github_hook))
+        .route("/hooks/push/{vcs}/{org}/{repo}", post(generic_hook))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn verify(project: &Project, body: &[u8], signature: Option<&str>) -> ApiResult<()> {
+    let Some(secret) = project.webhook_secret.as_deref() else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "project {} has no webhook secret; hooks are refused",
+                project.slug
+            ),
+        ));
+    };
+    github::verify_signature(secret.as_bytes(), body, signature)
+        .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))
+}
+
+async fn github_hook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let event = header(&headers, "x-github-event")
+        .ok_or_else(|| ApiError::bad_request("missing X-GitHub-Event header"))?
+        .to_string();
+    let delivery = header(&headers, "x-github-delivery")
+        .ok_or_else(|| ApiError::bad_request("missing X-GitHub-Delivery header"))?
+        .to_string();
+    if delivery.is_empty() || delivery.len() > 200 {
+        return Err(ApiError::bad_request(
+            "X-GitHub-Delivery must be 1-200 characters",
+        ));
+    }
+    let hook = github::parse(&event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (full_name, push) = match hook {
+        github::Hook::Ping => return Ok((StatusCode::OK, Json(json!({"message": "pong"})))),
+        github::Hook::Ignored { reason, .. } => {
+            return Ok((StatusCode::OK, Json(json!({ "message": reason }))));
+        }
+        github::Hook::PullRequest(pr) => (pr.repo_full_name, None),
+        github::Hook::Push(p) => (p.repo_full_name.clone(), Some(p)),
+    };
+    let slug = format!("gh/{full_name}");
+    let project = app
+        .store
+        .project_by_slug(&slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project {slug}")))?;
+    // Authenticate before anything is recorded.
+    verify(&project, &body, header(&headers, "x-hub-signature-256"))?;
+    let Some(push) = push else {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"message": "pull_request noted"})),
+        ));
+    };
+    if let Err(why) = push.should_build() {
+        return Ok((StatusCode::OK, Json(json!({ "message": why }))));
+    }
+    if !app.store.record_delivery(&delivery, Millis::now()).await? {
+        return Ok((
+            StatusCode::OK,
+            Json(json!({"message": format!("delivery {delivery} already processed")})),
+        ));
+    }
+    let commit = push.head_commit.as_ref().map(|c| {
+        let (subject, body) = c.message.split_once('\n').unwrap_or((&c.message, ""));
+        crate::git::CommitInfo {
+            subject: subject.trim().to_string(),
+            body: body.trim().to_string(),
+            author_name: c.author_name.clone(),
+            author_email: c.author_email.clone(),
+        }
+    });
+    let req = TriggerRequest {
+        kind: "webhook".into(),
+        actor: push.sender.login.clone(),
+        actor_avatar: push.sender.avatar_url.clone(),
+        branch: push.git_ref.branch().map(str::to_string),
+        tag: push.git_ref.tag().map(str::to_string),
+        revision: Some(push.after.clone()),
+        before: Some(push.before.clone()),
+        commit,
+        ..TriggerRequest::default()
+    };
+    let pipeline = intake::start(&app, &project, req)
+        .await
+        .map_err(api::intake_error)?;
+    Ok((StatusCode::CREATED, Json(api::pipeline_creation(&pipeline))))
+}
+
+async fn generic_hook(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path((vcs, org, repo)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let slug = api::normalize_slug(&format!("{vcs}/{org}/{repo}"));
+    let project = app
+        .store
+        .project_by_slug(&slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no project {slug}")))?;
+    verify(&project, &body, header(&headers, "x-gyre-signature-256"))?;
+    let push =
+        trigger::parse_generic_push(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Err(why) = push.should_build() {
+        return Ok((StatusCode::OK, Json(json!({ "message": why }))));
+    }
+    let commit = push.commit_message.as_ref().map(|m| {
+        let (subject, body) = m.split_once('\n').unwrap_or((m, ""));
+        crate::git::CommitInfo {
+            subject: subject.trim().to_string(),
+            body: body.trim().to_string(),
+            author_name: push.author_name.clone().unwrap_or_default(),
+            author_email: push.author_email.clone().unwrap_or_default(),
+        }
+    });
+    let req = TriggerRequest {
+        kind: "webhook".into(),
+        actor: push.actor.clone().unwrap_or_default(),
+        branch: push.git_ref.branch().map(str::to_string),
+        tag: push.git_ref.tag().map(str::to_string),
+        revision: Some(push.revision.clone()),
+        before: push.before.clone(),
+        commit,
+        ..TriggerRequest::default()
+    };
+    let pipeline = intake::start(&app, &project, req)
+        .await
+        .map_err(api::intake_error)?;
+    Ok((StatusCode::CREATED, Json(api::pipeline_creation(&pipeline))))
+}
