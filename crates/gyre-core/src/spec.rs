@@ -80,7 +80,11 @@ pub fn task_spec(
         secret: false,
         source: EnvSource::Job,
     }));
-    let steps = job.steps.iter().filter_map(|s| step_spec(s, node)).collect();
+    let steps = job
+        .steps
+        .iter()
+        .filter_map(|s| step_spec(s, node))
+        .collect();
     Ok(TaskSpec {
         version: TASK_SPEC_VERSION,
         job: info,
@@ -122,7 +126,6 @@ pub fn run_step(r: &plan::Run) -> RunStep {
 
 /// A plan step as the executor takes it; `None` for steps that do nothing here.
 fn step_spec(s: &Step, node: NodeInfo) -> Option<StepSpec> {
-
     Some(match s {
         Step::Run(r) => StepSpec::Run(run_step(r)),
         // `deploy` runs only on node 0 (spec §4.14).
@@ -169,7 +172,6 @@ fn step_spec(s: &Step, node: NodeInfo) -> Option<StepSpec> {
         Step::InstallSigningBundle => return None,
     })
 }
-
 
 #[cfg(test)]
 mod tests {

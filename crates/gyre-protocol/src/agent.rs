@@ -119,8 +119,13 @@ pub enum StepEventKind {
         header: Option<String>,
     },
     /// Output, already masked. `data` is base64 (standard alphabet).
-    Output { stream: OutputStream, data: String },
-    Finished { status: StepOutcome },
+    Output {
+        stream: OutputStream,
+        data: String,
+    },
+    Finished {
+        status: StepOutcome,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

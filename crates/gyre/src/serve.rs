@@ -233,19 +233,17 @@ async fn default_classes() -> (Vec<String>, Option<&'static str>) {
     }
 }
 
-fn ctrl_c() -> impl std::future::Future<Output = ()> + Send + 'static {
-    async {
-        // SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
+async fn ctrl_c() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

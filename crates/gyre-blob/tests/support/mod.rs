@@ -15,6 +15,9 @@ const BUCKET: &str = "gyre-test";
 /// A store and what keeps its backend alive.
 pub struct TestStore {
     pub store: BlobStore,
+    /// The store's URL (for servers started by tests).
+    #[allow(dead_code)] // read by crates/gyre/tests/server_e2e.rs, which includes this file
+    pub url: String,
     _dir: tempfile::TempDir,
     _server: Option<Server>,
 }
@@ -24,6 +27,7 @@ pub fn local() -> TestStore {
     let url = format!("file://{}", dir.path().join("blobs").display());
     TestStore {
         store: BlobStore::open(&url).expect("open local store"),
+        url,
         _dir: dir,
         _server: None,
     }
@@ -44,6 +48,7 @@ pub fn s3() -> TestStore {
     };
     TestStore {
         store: BlobStore::s3(config).expect("open S3 store"),
+        url,
         _dir: dir,
         _server: Some(server),
     }

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// A store on a fresh database, and what keeps that database alive.
 pub struct TestDb {
     pub store: Store,
+    /// The database URL (for servers started by tests).
+    #[allow(dead_code)] // read by crates/gyre/tests/server_e2e.rs, which includes this file
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -30,6 +33,7 @@ pub async fn sqlite() -> TestDb {
     store.migrate().await.expect("migrate SQLite");
     TestDb {
         store,
+        url,
         _dir: Some(dir),
     }
 }
@@ -59,7 +63,11 @@ pub async fn postgres() -> TestDb {
     let url = format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port);
     let store = Store::connect(&url).await.expect("connect to PostgreSQL");
     store.migrate().await.expect("migrate PostgreSQL");
-    TestDb { store, _dir: None }
+    TestDb {
+        store,
+        url,
+        _dir: None,
+    }
 }
 
 struct Cluster {

@@ -1,0 +1,624 @@
+//! The server end to end, as users run it: `gyre up` (SQLite, local blobs, built-in
+//! agent) and `gyre server` + two `gyre agent` processes (PostgreSQL, S3-compatible
+//! `s3s-fs`), a real git repository, a real Docker engine, GitHub webhooks signed with the
+//! project's secret, everything read back through the API. Plus the fault cases: a bad
+//! signature, 200 copies of one delivery, an agent killed with SIGKILL mid-job.
+
+#[allow(dead_code)]
+#[path = "../../gyre-blob/tests/support/mod.rs"]
+mod blob_support;
+mod common;
+#[allow(dead_code)]
+#[path = "../../gyre-store/tests/support/mod.rs"]
+mod pg_support;
+
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "e2e-admin-token";
+const SECRET: &str = "e2e-webhook-secret";
+
+const CONFIG: &str = r#"version: 2.1
+executors:
+  bb:
+    docker: [{image: gyre-test/busybox:latest}]
+jobs:
+  build:
+    executor: bb
+    steps:
+      - checkout
+      - run: mkdir -p out && echo "built $(cat README.md)" > out/artifact.txt
+      - save_cache: {key: 'deps-{{ checksum "README.md" }}', paths: [out]}
+      - persist_to_workspace: {root: out, paths: [artifact.txt]}
+  test:
+    parameters: {n: {type: integer}}
+    executor: bb
+    steps:
+      - attach_workspace: {at: ws}
+      - restore_cache: {keys: ['deps-']}
+      - run: cat ws/artifact.txt && test -f out/artifact.txt && echo "node << parameters.n >> ok"
+      - run: |
+          mkdir -p results
+          printf '<testsuite><testcase classname="t" name="case-<< parameters.n >>" time="0.1"/><testcase classname="t" name="broken-<< parameters.n >>" file="t.sh" time="0.2"><failure message="boom">trace</failure></testcase></testsuite>' > results/junit.xml
+      - store_test_results: {path: results}
+      - store_artifacts: {path: ws/artifact.txt, destination: art}
+  deploy:
+    executor: bb
+    steps: [{run: echo deploying}]
+  lint:
+    executor: bb
+    steps: [{run: echo linting; exit 1}]
+  after-lint:
+    executor: bb
+    steps: [{run: echo never}]
+  slow:
+    executor: bb
+    steps: [{run: "echo slow start; sleep << pipeline.parameters.sleep >>; echo slow done"}]
+parameters:
+  sleep: {type: integer, default: 0}
+workflows:
+  main:
+    jobs:
+      - build
+      - test: {matrix: {parameters: {n: [1, 2]}}, requires: [build]}
+      - hold: {type: approval, requires: [test]}
+      - deploy: {requires: [hold]}
+      - lint
+      - after-lint: {requires: [lint]}
+      - slow
+"#;
+
+/// A child process killed when dropped.
+struct Proc(Child, &'static str);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn gyre() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gyre"));
+    c.env("GYRE_LOG", "info").env("GYRE_ADMIN_TOKEN", TOKEN);
+    c
+}
+
+fn spawn(mut cmd: Command, log: &Path, what: &'static str) -> Proc {
+    let file = std::fs::File::create(log).expect("log file");
+    let child = cmd
+        .stdout(file.try_clone().expect("clone"))
+        .stderr(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn gyre");
+    Proc(child, what)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=E2E", "-c", "user.email=e2e@example.com"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository with the config; returns its head commit.
+fn fixture_repo(dir: &Path) -> String {
+    std::fs::create_dir_all(dir.join(".circleci")).expect("mkdir");
+    std::fs::write(dir.join(".circleci/config.yml"), CONFIG).expect("config");
+    std::fs::write(dir.join("README.md"), "e2e").expect("readme");
+    git(dir, &["init", "-q", "-b", "main"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "Add the pipeline\n\nWith a body."]);
+    git(dir, &["rev-parse", "HEAD"])
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(port: u16) -> Api {
+        Api {
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("Circle-Token", TOKEN)
+            .send()
+            .await
+            .expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("JSON")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("Circle-Token", TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_up(&self, procs: &mut [&mut Proc], logs: &[PathBuf]) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for (p, log) in procs.iter_mut().zip(logs) {
+                if let Ok(Some(status)) = p.0.try_wait() {
+                    panic!(
+                        "{} exited ({status}):\n{}",
+                        p.1,
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/api/v2/me", self.base))
+                .header("Circle-Token", TOKEN)
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Sends a GitHub push webhook for `after` on `main`.
+    async fn push_hook(&self, delivery: &str, after: &str, secret: &str) -> (u16, Value) {
+        let body = json!({
+            "ref": "refs/heads/main", "before": "0".repeat(40), "after": after,
+            "deleted": false,
+            "repository": {"full_name": "acme/app", "html_url": "https://github.invalid/acme/app"},
+            "head_commit": {"id": after, "message": "Add the pipeline\n\nWith a body.",
+                            "timestamp": "2026-11-28T00:00:00Z", "url": "",
+                            "author": {"name": "E2E", "email": "e2e@example.com"}},
+            "sender": {"login": "octocat", "avatar_url": ""},
+        })
+        .to_string();
+        let sig = gyre_server::github::sign(secret.as_bytes(), body.as_bytes());
+        let r = self
+            .http
+            .post(format!("{}/hooks/github", self.base))
+            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", sig)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("webhook");
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn jobs(&self, workflow: &str) -> Vec<(String, String)> {
+        let v = self.get(&format!("/api/v2/workflow/{workflow}/job")).await;
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|j| {
+                (
+                    j["name"].as_str().unwrap().to_string(),
+                    j["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    async fn wait_job(&self, workflow: &str, name: &str, status: &str, logs: &[PathBuf]) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let jobs = self.jobs(workflow).await;
+            if jobs.iter().any(|(n, s)| n == name && s == status) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let text: String = logs
+                    .iter()
+                    .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                    .collect();
+                panic!("{name} never became {status}: {jobs:?}\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn add_project(&self, repo: &Path) {
+        let (status, body) = self
+            .post(
+                "/api/gyre/v1/projects",
+                json!({"slug": "gh/acme/app", "repo_url": repo.display().to_string(),
+                       "default_branch": "main", "webhook_secret": SECRET}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    async fn pipeline_count(&self) -> usize {
+        let v = self.get("/api/v2/project/gh/acme/app/pipeline").await;
+        v["items"].as_array().expect("items").len()
+    }
+}
+
+/// The full workflow through a webhook: fan-out (matrix), fan-in, workspace, cache,
+/// approval, artifacts, test results, a failing job whose dependant is `not_run`.
+async fn full_workflow(api: &Api, head: &str, logs: &[PathBuf]) {
+    // A wrong signature: 401, nothing created.
+    let (status, body) = api.push_hook("d-bad", head, "not-the-secret").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("signature"),
+        "{body}"
+    );
+    assert_eq!(api.pipeline_count().await, 0);
+
+    let (status, body) = api.push_hook("d-1", head, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["state"], "created", "{body}");
+    let pipeline = body["id"].as_str().unwrap().to_string();
+
+    let p = api.get(&format!("/api/v2/pipeline/{pipeline}")).await;
+    assert_eq!(p["vcs"]["revision"], head);
+    assert_eq!(p["vcs"]["branch"], "main");
+    assert_eq!(p["vcs"]["commit"]["subject"], "Add the pipeline");
+    assert_eq!(p["trigger"]["type"], "webhook");
+    assert_eq!(p["trigger"]["actor"]["login"], "octocat");
+    let values = api
+        .get(&format!("/api/v2/pipeline/{pipeline}/values"))
+        .await;
+    assert_eq!(values["pipeline.git.revision"], head);
+    assert_eq!(values["pipeline.trigger_source"], "webhook");
+
+    let wfs = api
+        .get(&format!("/api/v2/pipeline/{pipeline}/workflow"))
+        .await;
+    let wf = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    api.wait_job(&wf, "hold", "on_hold", logs).await;
+    let jobs = api.jobs(&wf).await;
+    for (name, want) in [
+        ("build", "success"),
+        ("test-1", "success"),
+        ("test-2", "success"),
+        ("deploy", "blocked"),
+        ("lint", "failed"),
+        ("after-lint", "not_run"),
+    ] {
+        let got = jobs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.as_str());
+        if want == "failed" || want == "not_run" {
+            api.wait_job(&wf, name, want, logs).await;
+        } else {
+            assert_eq!(got, Some(want), "{name}: {jobs:?}");
+        }
+    }
+    let w = api.get(&format!("/api/v2/workflow/{wf}")).await;
+    assert!(
+        matches!(w["status"].as_str(), Some("failing" | "on_hold")),
+        "{w}"
+    );
+
+    // Approve the hold: deploy runs; the workflow ends failed (lint failed).
+    let listed = api.get(&format!("/api/v2/workflow/{wf}/job")).await;
+    let hold = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "hold")
+        .unwrap()
+        .clone();
+    assert_eq!(hold["type"], "approval");
+    let request = hold["approval_request_id"].as_str().unwrap();
+    let (status, body) = api
+        .post(
+            &format!("/api/v2/workflow/{wf}/approve/{request}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    api.wait_job(&wf, "deploy", "success", logs).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = api.get(&format!("/api/v2/workflow/{wf}")).await;
+        if w["status"] == "failed" {
+            assert!(w["stopped_at"].is_string());
+            break;
+        }
+        assert!(Instant::now() < deadline, "workflow never ended: {w}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Job details, test results, artifacts and step output of test-1.
+    let listed = api.get(&format!("/api/v2/workflow/{wf}/job")).await;
+    let number = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "test-1")
+        .unwrap()["job_number"]
+        .as_u64()
+        .expect("job number");
+    let job = api
+        .get(&format!("/api/v2/project/gh/acme/app/job/{number}"))
+        .await;
+    assert_eq!(job["status"], "success");
+    assert_eq!(job["executor"]["type"], "docker");
+    assert!(job["duration"].as_i64().is_some(), "{job}");
+    let tests = api
+        .get(&format!("/api/v2/project/gh/acme/app/{number}/tests"))
+        .await;
+    let cases = tests["items"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "{tests}");
+    let broken = cases
+        .iter()
+        .find(|c| c["result"] == "failure")
+        .expect("a failure");
+    assert_eq!(broken["name"], "broken-1");
+    assert_eq!(broken["file"], "t.sh");
+    assert!(
+        broken["message"].as_str().unwrap().contains("boom"),
+        "{broken}"
+    );
+    let arts = api
+        .get(&format!("/api/v2/project/gh/acme/app/{number}/artifacts"))
+        .await;
+    let art = &arts["items"][0];
+    assert_eq!(art["path"], "art");
+    let bytes = api
+        .http
+        .get(art["url"].as_str().unwrap())
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(bytes, "built e2e\n");
+    let build = api
+        .get(&format!("/api/v1.1/project/gh/acme/app/{number}"))
+        .await;
+    let step = build["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("cat ws/artifact.txt")
+        })
+        .expect("the run step")
+        .clone();
+    let url = step["actions"][0]["output_url"].as_str().unwrap();
+    // Pre-signed: no token needed.
+    let out: Value = api
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = out[0]["message"].as_str().unwrap();
+    assert!(
+        text.contains("built e2e") && text.contains("node 1 ok"),
+        "{out}"
+    );
+
+    // A second identical delivery creates nothing.
+    let (status, _) = api.push_hook("d-1", head, SECRET).await;
+    assert_eq!(status, 200);
+    assert_eq!(api.pipeline_count().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_gyre_up_runs_a_webhook_pipeline() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let head = fixture_repo(&repo);
+    let port = free_port();
+    let log = tmp.path().join("up.log");
+    let mut cmd = gyre();
+    cmd.args(["up", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
+        .arg(common::helper());
+    let mut up = spawn(cmd, &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    api.add_project(&repo).await;
+    full_workflow(&api, &head, &[log]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_s3_two_agents_survive_a_killed_agent() {
+    let db = pg_support::postgres().await;
+    let blobs = blob_support::s3();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let head = fixture_repo(&repo);
+    let port = free_port();
+    let server_log = tmp.path().join("server.log");
+    let mut cmd = gyre();
+    cmd.args(["server", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--database",
+            &db.url,
+            "--blobs",
+            &blobs.url,
+            "--lease-secs",
+            "4",
+        ]);
+    let mut server = spawn(cmd, &server_log, "gyre server");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut server], std::slice::from_ref(&server_log))
+        .await;
+    let agent = |name: &'static str| {
+        let log = tmp.path().join(format!("{name}.log"));
+        let mut cmd = gyre();
+        cmd.args([
+            "agent", "--server", &api.base, "--token", TOKEN, "--name", name,
+        ])
+        .args(["--resource-class", "docker", "--helper"])
+        .arg(common::helper());
+        (spawn(cmd, &log, name), log)
+    };
+    let (a1, log1) = agent("agent-1");
+    let (a2, log2) = agent("agent-2");
+    let logs = vec![server_log.clone(), log1, log2];
+    api.add_project(&repo).await;
+
+    // 200 copies of one delivery at once: one pipeline.
+    let mut sends = Vec::new();
+    for _ in 0..200 {
+        sends.push(api.push_hook("dup-1", &head, SECRET));
+    }
+    let results = futures_util::future::join_all(sends).await;
+    let created = results.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(
+        created,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|(s, _)| *s == 201 || *s == 200));
+    assert_eq!(api.pipeline_count().await, 1);
+    let wfs = api.get("/api/v2/project/gh/acme/app/pipeline").await;
+    let pipeline = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    let wfs = api
+        .get(&format!("/api/v2/pipeline/{pipeline}/workflow"))
+        .await;
+    let wf = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    api.wait_job(&wf, "hold", "on_hold", &logs).await;
+    api.wait_job(&wf, "after-lint", "not_run", &logs).await;
+
+    // Admin view: both agents active.
+    let nodes = api.get("/api/gyre/v1/agents").await;
+    let names: Vec<&str> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"agent-1") && names.contains(&"agent-2"),
+        "{nodes}"
+    );
+
+    // An agent killed mid-job: infrastructure_fail within the lease, retried on the
+    // other agent, and the job succeeds.
+    let (status, body) = api
+        .post(
+            "/api/v2/project/gh/acme/app/pipeline",
+            json!({"branch": "main", "parameters": {"sleep": 20}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let pipeline = body["id"].as_str().unwrap().to_string();
+    let wfs = api
+        .get(&format!("/api/v2/pipeline/{pipeline}/workflow"))
+        .await;
+    let wf2 = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    api.wait_job(&wf2, "slow", "running", &logs).await;
+    let mut holder = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holder.is_none() {
+        let nodes = api.get("/api/gyre/v1/agents").await;
+        for a in nodes["items"].as_array().unwrap() {
+            let tasks = a["running_tasks"].as_array().unwrap();
+            if !tasks.is_empty() {
+                // The slow task is the only one left running after the others end.
+                let jobs = api.jobs(&wf2).await;
+                let others_running = jobs
+                    .iter()
+                    .filter(|(n, s)| n != "slow" && s == "running")
+                    .count();
+                if others_running == 0 && tasks.len() == 1 {
+                    holder = Some(a["name"].as_str().unwrap().to_string());
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no agent runs the slow job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut a1, mut a2) = (a1, a2);
+    let victim = if holder.as_deref() == Some("agent-1") {
+        &mut a1
+    } else {
+        &mut a2
+    };
+    // SIGKILL: no goodbye, no cleanup.
+    victim.0.kill().expect("kill -9");
+    let killed_at = Instant::now();
+    // Retried on the other agent: the job ends success (the sleep is 20 s).
+    api.wait_job(&wf2, "slow", "success", &logs).await;
+    let job = api.jobs(&wf2).await;
+    assert!(job.iter().any(|(n, s)| n == "slow" && s == "success"));
+    assert!(
+        killed_at.elapsed() > Duration::from_secs(4),
+        "the lease must expire first"
+    );
+    let v1 = api.get(&format!("/api/v2/workflow/{wf2}/job")).await;
+    let number = v1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["name"] == "slow")
+        .unwrap()["job_number"]
+        .as_u64()
+        .unwrap();
+    let details = api
+        .get(&format!("/api/v2/project/gh/acme/app/job/{number}"))
+        .await;
+    assert_eq!(
+        details["parallel_runs"][0]["status"], "success",
+        "{details}"
+    );
+
+    // Leftover containers of the killed agent are labelled; remove them.
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            "docker ps -aq --filter label=gyre.task | xargs -r docker rm -f >/dev/null 2>&1",
+        ])
+        .status();
+}
