@@ -622,3 +622,138 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
         ])
         .status();
 }
+
+/// Bad input gets a 4xx with a JSON message, and creates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_json_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo(&repo);
+    let port = free_port();
+    let log = tmp.path().join("server.log");
+    let mut cmd = gyre();
+    cmd.args(["server", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let mut server = spawn(cmd, &log, "gyre server");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut server], std::slice::from_ref(&log))
+        .await;
+    api.add_project(&repo).await;
+
+    let raw = |method: reqwest::Method, path: &str| {
+        api.http.request(method, format!("{}{path}", api.base))
+    };
+    let check = |status: u16, want: u16, body: &Value| {
+        assert_eq!(status, want, "{body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    };
+    // No token, a wrong token.
+    let r = raw(reqwest::Method::GET, "/api/v2/me")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 401, &r.json().await.unwrap());
+    let r = raw(reqwest::Method::GET, "/api/v2/me")
+        .header("Circle-Token", "nope")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 401, &r.json().await.unwrap());
+    // Unknown project, unknown pipeline id, malformed id.
+    let (s, b) = api
+        .post("/api/v2/project/gh/acme/nope/pipeline", json!({}))
+        .await;
+    check(s, 404, &b);
+    let r = raw(reqwest::Method::GET, "/api/v2/pipeline/not-a-uuid")
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 404, &r.json().await.unwrap());
+    // Trigger bodies: branch and tag, a non-scalar parameter, an unknown branch.
+    let (s, b) = api
+        .post(
+            "/api/v2/project/gh/acme/app/pipeline",
+            json!({"branch": "main", "tag": "v1"}),
+        )
+        .await;
+    check(s, 400, &b);
+    let (s, b) = api
+        .post(
+            "/api/v2/project/gh/acme/app/pipeline",
+            json!({"parameters": {"sleep": [1]}}),
+        )
+        .await;
+    check(s, 400, &b);
+    let (s, b) = api
+        .post(
+            "/api/v2/project/gh/acme/app/pipeline",
+            json!({"branch": "no-such-branch"}),
+        )
+        .await;
+    check(s, 400, &b);
+    assert_eq!(api.pipeline_count().await, 0);
+    // An undeclared and a mistyped parameter: the pipeline is created errored, with the
+    // compiler's message (as on CircleCI).
+    for (params, needle) in [
+        (json!({"nope": 1}), "nope"),
+        (json!({"sleep": "soon"}), "sleep"),
+    ] {
+        let (s, b) = api
+            .post(
+                "/api/v2/project/gh/acme/app/pipeline",
+                json!({"parameters": params}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        assert_eq!(b["state"], "errored", "{b}");
+        let p = api
+            .get(&format!("/api/v2/pipeline/{}", b["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(p["errors"][0]["type"], "config", "{p}");
+        assert!(
+            p["errors"][0]["message"].as_str().unwrap().contains(needle),
+            "{p}"
+        );
+    }
+    // Webhooks: malformed JSON (signed), unknown project, oversized body.
+    let body = b"{not json".to_vec();
+    let sig = gyre_server::github::sign(SECRET.as_bytes(), &body);
+    let r = raw(reqwest::Method::POST, "/hooks/github")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "m-1")
+        .header("X-Hub-Signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 400, &r.json().await.unwrap());
+    let r = raw(reqwest::Method::POST, "/hooks/github")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "m-2")
+        .body(json!({"ref": "refs/heads/main", "after": "a".repeat(40), "repository": {"full_name": "x/y"}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 404, &r.json().await.unwrap());
+    let r = raw(reqwest::Method::POST, "/hooks/github")
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", "m-3")
+        .body(vec![b' '; 6 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    assert_eq!(api.pipeline_count().await, 2);
+    // The server is still up.
+    api.get("/api/v2/me").await;
+}
