@@ -293,67 +293,12 @@ impl Store {
         jobs: &[NewJob<'_>],
         now: Millis,
     ) -> Result<(WorkflowId, Vec<Option<u64>>), Error> {
-        const OP: &str = "create_workflow";
-        let pipeline_db = to_i64("pipeline id", pipeline.0)?;
-        let n_numbered = jobs.iter().filter(|j| !j.approval).count() as u64;
-        let mut tx = self.begin_write(OP).await?;
-        let row = sqlx::query(
-            "UPDATE projects SET last_job_number = last_job_number + $2 \
-             WHERE id = (SELECT project_id FROM pipelines WHERE id = $1) \
-             RETURNING last_job_number",
-        )
-        .bind(pipeline_db)
-        .bind(to_i64("job count", n_numbered)?)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(query(OP))?
-        .ok_or(Error::NotFound {
-            kind: "pipeline",
-            id: pipeline.0,
-        })?;
-        let last = get_u64(&row, "projects", "last_job_number")?;
-        let mut next_number = (last + 1)
-            .checked_sub(n_numbered)
-            .ok_or_else(|| Error::Corrupt {
-                table: "projects",
-                detail: format!("last_job_number {last} is below the {n_numbered} just added"),
-            })?;
-        let id = Store::next_id(&mut tx, "workflows", OP).await?;
-        let id_db = to_i64("workflow id", id)?;
-        sqlx::query(
-            "INSERT INTO workflows (id, pipeline_id, name, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id_db)
-        .bind(pipeline_db)
-        .bind(name)
-        .bind(WorkflowStatus::Running.as_str())
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await
-        .map_err(query(OP))?;
-        let mut numbers = Vec::with_capacity(jobs.len());
-        for (i, job) in jobs.iter().enumerate() {
-            let number = (!job.approval).then(|| {
-                next_number += 1;
-                next_number - 1
-            });
-            sqlx::query(
-                "INSERT INTO jobs (workflow_id, job_id, name, status, number) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id_db)
-            .bind(to_i64("job id", i as u64)?)
-            .bind(job.name)
-            .bind(job.status.as_str())
-            .bind(number.map(|n| to_i64("job number", n)).transpose()?)
-            .execute(&mut *tx)
-            .await
-            .map_err(query(OP))?;
-            numbers.push(number);
-        }
-        tx.commit().await.map_err(query(OP))?;
-        Ok((WorkflowId(id), numbers))
+        let jobs: Vec<(NewJob<'_>, Option<&Value>)> =
+            jobs.iter().map(|j| (j.clone(), None)).collect();
+        let (tx, numbers) = self.begin_workflow(pipeline, name, &jobs, now).await?;
+        let id = tx.workflow;
+        tx.commit().await?;
+        Ok((id, numbers))
     }
 
     /// Sets a job's status, stamping `started_at` when it starts running and

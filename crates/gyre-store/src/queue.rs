@@ -67,25 +67,7 @@ pub(crate) const TASK_COLS: &str = "workflow_id, task_id, job_id, node_index, at
 impl Store {
     /// Puts a task in the queue. [`Error::TaskExists`] if its key is already stored.
     pub async fn enqueue_task(&self, new: &NewTask<'_>, now: Millis) -> Result<(), Error> {
-        let done = sqlx::query(
-            "INSERT INTO tasks (workflow_id, task_id, job_id, node_index, attempt, status, \
-             resource_class, payload, queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(to_i64("workflow id", new.key.workflow.0)?)
-        .bind(to_i64("task id", new.key.task.0)?)
-        .bind(to_i64("job id", new.job.0)?)
-        .bind(i64::from(new.node_index))
-        .bind(i64::from(new.attempt))
-        .bind(JobStatus::Queued.as_str())
-        .bind(new.resource_class)
-        .bind(new.payload.to_string())
-        .bind(now.0)
-        .execute(&self.pool)
-        .await;
-        match done {
-            Err(e) if is_unique_violation(&e) => Err(Error::TaskExists(new.key)),
-            other => other.map(|_| ()).map_err(query("enqueue_task")),
-        }
+        insert_task(&self.pool, new, now).await
     }
 
     /// Claims the oldest queued task whose resource class is one of `resource_classes`
@@ -219,18 +201,7 @@ impl Store {
     /// [`renew_lease`](Store::renew_lease) answers `false`. `false` if the task had
     /// already ended.
     pub async fn cancel_task(&self, key: TaskKey, now: Millis) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE tasks SET status = $3, finished_at = $4 WHERE workflow_id = $1 \
-             AND task_id = $2 AND status IN ('queued', 'running')",
-        )
-        .bind(to_i64("workflow id", key.workflow.0)?)
-        .bind(to_i64("task id", key.task.0)?)
-        .bind(JobStatus::Canceled.as_str())
-        .bind(now.0)
-        .execute(&self.pool)
-        .await
-        .map_err(query("cancel_task"))?;
-        Ok(done.rows_affected() == 1)
+        cancel_live_task(&self.pool, key, now).await
     }
 
     /// The task with this key, if any.
@@ -287,4 +258,49 @@ pub(crate) fn task_from_row(row: &AnyRow) -> Result<Task, Error> {
         lease_owner: get_opt_u64(row, T, "lease_owner")?.map(AgentId),
         lease_expires_at: lease_expires_at.map(Millis),
     })
+}
+
+/// The `INSERT` of [`Store::enqueue_task`], on a pool or inside a transaction.
+pub(crate) async fn insert_task<'c, E>(db: E, new: &NewTask<'_>, now: Millis) -> Result<(), Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "INSERT INTO tasks (workflow_id, task_id, job_id, node_index, attempt, status, \
+         resource_class, payload, queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(to_i64("workflow id", new.key.workflow.0)?)
+    .bind(to_i64("task id", new.key.task.0)?)
+    .bind(to_i64("job id", new.job.0)?)
+    .bind(i64::from(new.node_index))
+    .bind(i64::from(new.attempt))
+    .bind(JobStatus::Queued.as_str())
+    .bind(new.resource_class)
+    .bind(new.payload.to_string())
+    .bind(now.0)
+    .execute(db)
+    .await;
+    match done {
+        Err(e) if is_unique_violation(&e) => Err(Error::TaskExists(new.key)),
+        other => other.map(|_| ()).map_err(query("enqueue_task")),
+    }
+}
+
+/// The `UPDATE` of [`Store::cancel_task`], on a pool or inside a transaction.
+pub(crate) async fn cancel_live_task<'c, E>(db: E, key: TaskKey, now: Millis) -> Result<bool, Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let done = sqlx::query(
+        "UPDATE tasks SET status = $3, finished_at = $4 WHERE workflow_id = $1 \
+         AND task_id = $2 AND status IN ('queued', 'running')",
+    )
+    .bind(to_i64("workflow id", key.workflow.0)?)
+    .bind(to_i64("task id", key.task.0)?)
+    .bind(JobStatus::Canceled.as_str())
+    .bind(now.0)
+    .execute(db)
+    .await
+    .map_err(query("cancel_task"))?;
+    Ok(done.rows_affected() == 1)
 }

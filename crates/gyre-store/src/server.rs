@@ -235,39 +235,12 @@ impl WorkflowTx {
 
     /// Puts a task in the queue (see [`Store::enqueue_task`]).
     pub async fn enqueue_task(&mut self, new: &NewTask<'_>, now: Millis) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO tasks (workflow_id, task_id, job_id, node_index, attempt, status, \
-             resource_class, payload, queued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(to_i64("workflow id", new.key.workflow.0)?)
-        .bind(to_i64("task id", new.key.task.0)?)
-        .bind(to_i64("job id", new.job.0)?)
-        .bind(i64::from(new.node_index))
-        .bind(i64::from(new.attempt))
-        .bind(JobStatus::Queued.as_str())
-        .bind(new.resource_class)
-        .bind(new.payload.to_string())
-        .bind(now.0)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(query("enqueue_task"))?;
-        Ok(())
+        crate::queue::insert_task(&mut *self.tx, new, now).await
     }
 
     /// Cancels a queued or running task (see [`Store::cancel_task`]).
     pub async fn cancel_task(&mut self, key: TaskKey, now: Millis) -> Result<bool, Error> {
-        let done = sqlx::query(
-            "UPDATE tasks SET status = $3, finished_at = $4 WHERE workflow_id = $1 \
-             AND task_id = $2 AND status IN ('queued', 'running')",
-        )
-        .bind(to_i64("workflow id", key.workflow.0)?)
-        .bind(to_i64("task id", key.task.0)?)
-        .bind(JobStatus::Canceled.as_str())
-        .bind(now.0)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(query("cancel_task"))?;
-        Ok(done.rows_affected() == 1)
+        crate::queue::cancel_live_task(&mut *self.tx, key, now).await
     }
 
     pub async fn commit(self) -> Result<(), Error> {
