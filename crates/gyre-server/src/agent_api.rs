@@ -171,6 +171,18 @@ async fn lease(
                 cancel: true,
             }))
         }
+        // This agent's own result is already in (a renewal racing its finish): nothing
+        // is lost, the agent must not think so.
+        Some(t)
+            if t.lease_owner == Some(agent.id)
+                && t.status.is_terminal()
+                && t.status != gyre_core::JobStatus::InfrastructureFail =>
+        {
+            Ok(Json(Lease {
+                lease_expires_at_ms: until.0,
+                cancel: false,
+            }))
+        }
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("task {key} is not leased to this agent"),
@@ -273,15 +285,29 @@ async fn finish(
         TaskEnd::Canceled => TaskResult::Canceled,
     };
     let outcome = serde_json::to_value(&req).map_err(|e| ApiError::internal("outcome", e))?;
+    // Run to the end even if the agent hangs up mid-request: once the task row says it
+    // finished, the workflow must hear it.
+    tokio::spawn(finish_task(app, agent.id, key, result, outcome))
+        .await
+        .map_err(|e| ApiError::internal("finishing a task", e))?
+}
+
+async fn finish_task(
+    app: Arc<App>,
+    agent: gyre_core::AgentId,
+    key: TaskKey,
+    result: TaskResult,
+    outcome: serde_json::Value,
+) -> ApiResult<StatusCode> {
     if !app
         .store
-        .finish_task(key, agent.id, result, Millis::now())
+        .finish_task(key, agent, result, Millis::now())
         .await?
     {
         // Not held any more: canceled meanwhile, or a repeated report. Keep what it
         // says about tests and artifacts if the task was canceled under it.
         if let Some(t) = app.store.task(key).await?
-            && t.lease_owner == Some(agent.id)
+            && t.lease_owner == Some(agent)
             && t.status == gyre_core::JobStatus::Canceled
         {
             app.store.set_task_outcome(key, &outcome).await?;
