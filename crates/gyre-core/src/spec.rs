@@ -32,10 +32,15 @@ pub fn queue_class(job: &plan::Job) -> String {
     if let Some(class) = job.resource_class.as_deref().filter(|c| c.contains('/')) {
         return class.to_string();
     }
+    executor_type(job).to_string()
+}
+
+/// The executor's type as the API shows it: `docker`, `machine` or `macos`.
+pub fn executor_type(job: &plan::Job) -> &'static str {
     match job.executor {
-        PlanExecutor::Machine(_) => "machine".into(),
-        PlanExecutor::Macos { .. } => "macos".into(),
-        PlanExecutor::Docker(_) | PlanExecutor::None => "docker".into(),
+        PlanExecutor::Machine(_) => "machine",
+        PlanExecutor::Macos { .. } => "macos",
+        PlanExecutor::Docker(_) | PlanExecutor::None => "docker",
     }
 }
 

@@ -14,12 +14,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use gyre_core::{Event, JobId, JobStatus, WorkflowId, WorkflowState};
+use gyre_core::{Event, JobStatus, WorkflowId, WorkflowState};
 use gyre_store::{JobRow, Millis, NewJob, NewProject, Pipeline, Project, TaskKey, WorkflowRow};
 use hmac::{KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 type S = State<Arc<App>>;
@@ -573,30 +572,9 @@ async fn rerun(
             )
         })
         .collect();
-    let now = Millis::now();
-    let (mut tx, _) = app
-        .store
-        .begin_workflow(w.pipeline, &w.name, &jobs, now)
-        .await?;
-    let new_id = tx.workflow;
-    let mut follow = VecDeque::new();
-    let mut enqueued = orchestrate::carry_out(&mut tx, &state, &actions, now, &mut follow)
+    let new_id = orchestrate::start_run(&app, w.pipeline, &w.name, &jobs, &state, &actions)
         .await
         .map_err(apply_error)?;
-    for (i, j) in state.jobs().iter().enumerate() {
-        tx.set_job_status(JobId(i as u64), j.status, now).await?;
-    }
-    while let Some(e) = follow.pop_front() {
-        let actions = state.apply(e).map_err(|e| ApiError::internal("rerun", e))?;
-        enqueued |= orchestrate::carry_out(&mut tx, &state, &actions, now, &mut follow)
-            .await
-            .map_err(apply_error)?;
-    }
-    orchestrate::save(&mut tx, &state, now)
-        .await
-        .map_err(apply_error)?;
-    tx.commit().await?;
-    app.changed(enqueued);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"workflow_id": ids::workflow(new_id)})),
@@ -709,25 +687,17 @@ async fn artifacts(
     Path((vcs, org, repo, number)): Path<(String, String, String, u64)>,
 ) -> ApiResult<Json<Value>> {
     caller(&app, &headers, uri.query()).await?;
-    let (_, job) = job_of(&app, &vcs, &org, &repo, number).await?;
-    let mut items = Vec::new();
-    for t in app.store.tasks_of_job(job.workflow, job.job).await? {
-        let Some(list) = t
-            .outcome
-            .as_ref()
-            .and_then(|o| o.get("artifacts"))
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for a in list {
+    let items: Vec<Value> = reported(&app, (&vcs, &org, &repo), number, "artifacts")
+        .await?
+        .iter()
+        .map(|a| {
             let key = a["key"].as_str().unwrap_or_default();
-            items.push(json!({
+            json!({
                 "path": a["path"], "node_index": a["node_index"],
                 "url": format!("{}/api/gyre/v1/artifacts/{key}", app.config.public_url),
-            }));
-        }
-    }
+            })
+        })
+        .collect();
     Ok(Json(json!({"items": items, "next_page_token": null})))
 }
 
@@ -738,26 +708,40 @@ async fn tests(
     Path((vcs, org, repo, number)): Path<(String, String, String, u64)>,
 ) -> ApiResult<Json<Value>> {
     caller(&app, &headers, uri.query()).await?;
-    let (_, job) = job_of(&app, &vcs, &org, &repo, number).await?;
-    let mut items = Vec::new();
-    for t in app.store.tasks_of_job(job.workflow, job.job).await? {
-        let Some(list) = t
-            .outcome
-            .as_ref()
-            .and_then(|o| o.get("tests"))
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for c in list {
-            items.push(json!({
+    let items: Vec<Value> = reported(&app, (&vcs, &org, &repo), number, "tests")
+        .await?
+        .iter()
+        .map(|c| {
+            json!({
                 "message": c["message"], "source": "unknown", "run_time": c["run_time"],
                 "file": c["file"].as_str().unwrap_or(""), "result": c["result"],
                 "name": c["name"], "classname": c["classname"],
-            }));
+            })
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_page_token": null})))
+}
+
+/// What the agents reported under `field` (`artifacts`, `tests`) for every task of a job.
+async fn reported(
+    app: &App,
+    (vcs, org, repo): (&str, &str, &str),
+    number: u64,
+    field: &str,
+) -> ApiResult<Vec<Value>> {
+    let (_, job) = job_of(app, vcs, org, repo, number).await?;
+    let mut out = Vec::new();
+    for t in app.store.tasks_of_job(job.workflow, job.job).await? {
+        if let Some(list) = t
+            .outcome
+            .as_ref()
+            .and_then(|o| o.get(field))
+            .and_then(Value::as_array)
+        {
+            out.extend(list.iter().cloned());
         }
     }
-    Ok(Json(json!({"items": items, "next_page_token": null})))
+    Ok(out)
 }
 
 async fn artifact_file(

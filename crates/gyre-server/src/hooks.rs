@@ -92,15 +92,10 @@ async fn github_hook(
             Json(json!({"message": format!("delivery {delivery} already processed")})),
         ));
     }
-    let commit = push.head_commit.as_ref().map(|c| {
-        let (subject, body) = c.message.split_once('\n').unwrap_or((&c.message, ""));
-        crate::git::CommitInfo {
-            subject: subject.trim().to_string(),
-            body: body.trim().to_string(),
-            author_name: c.author_name.clone(),
-            author_email: c.author_email.clone(),
-        }
-    });
+    let commit = push
+        .head_commit
+        .as_ref()
+        .map(|c| commit_info(&c.message, &c.author_name, &c.author_email));
     let req = TriggerRequest {
         kind: "webhook".into(),
         actor: push.sender.login.clone(),
@@ -137,13 +132,11 @@ async fn generic_hook(
         return Ok((StatusCode::OK, Json(json!({ "message": why }))));
     }
     let commit = push.commit_message.as_ref().map(|m| {
-        let (subject, body) = m.split_once('\n').unwrap_or((m, ""));
-        crate::git::CommitInfo {
-            subject: subject.trim().to_string(),
-            body: body.trim().to_string(),
-            author_name: push.author_name.clone().unwrap_or_default(),
-            author_email: push.author_email.clone().unwrap_or_default(),
-        }
+        commit_info(
+            m,
+            push.author_name.as_deref().unwrap_or_default(),
+            push.author_email.as_deref().unwrap_or_default(),
+        )
     });
     let req = TriggerRequest {
         kind: "webhook".into(),
@@ -159,4 +152,15 @@ async fn generic_hook(
         .await
         .map_err(api::intake_error)?;
     Ok((StatusCode::CREATED, Json(api::pipeline_creation(&pipeline))))
+}
+
+/// A commit as a hook describes it: the message's first line is the subject.
+fn commit_info(message: &str, author_name: &str, author_email: &str) -> crate::git::CommitInfo {
+    let (subject, body) = message.split_once('\n').unwrap_or((message, ""));
+    crate::git::CommitInfo {
+        subject: subject.trim().to_string(),
+        body: body.trim().to_string(),
+        author_name: author_name.to_string(),
+        author_email: author_email.to_string(),
+    }
 }

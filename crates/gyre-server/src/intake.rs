@@ -9,12 +9,12 @@ use crate::{App, git, ids};
 use gyre_config::plan::{InstanceKind, Plan};
 use gyre_config::yaml::Value;
 use gyre_config::{NoOrbs, Options, OrbSource};
-use gyre_core::spec::{queue_class, task_spec};
-use gyre_core::{JobStatus, PipelineStatus, Trigger, WorkflowState};
+use gyre_core::spec::{executor_type, queue_class, task_spec};
+use gyre_core::{PipelineStatus, Trigger, WorkflowState};
 use gyre_protocol::{CheckoutSource, JobInfo, NodeInfo};
 use gyre_store::{Millis, NewJob, NewPipeline, Pipeline, PipelineDetails, Project};
 use serde_json::json;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 /// The config file read at the revision.
 pub const CONFIG_PATH: &str = ".circleci/config.yml";
@@ -289,32 +289,7 @@ async fn create_workflow(
             )
         })
         .collect();
-    let now = Millis::now();
-    let (mut tx, _numbers) = app
-        .store
-        .begin_workflow(ctx.pipeline.id, name, &jobs, now)
-        .await?;
-    let mut state = state;
-    let mut follow_up = VecDeque::new();
-    let mut enqueued =
-        orchestrate::carry_out(&mut tx, &state, &actions, now, &mut follow_up).await?;
-    // Jobs that started at once (no-op jobs succeed, approvals wait): their stored
-    // status is the state's.
-    for (i, job) in state.jobs().iter().enumerate() {
-        if job.status != JobStatus::Blocked && job.status != JobStatus::Queued {
-            tx.set_job_status(gyre_core::JobId(i as u64), job.status, now)
-                .await?;
-        }
-    }
-    while let Some(event) = follow_up.pop_front() {
-        let actions = state
-            .apply(event)
-            .map_err(orchestrate::ApplyError::Rejected)?;
-        enqueued |= orchestrate::carry_out(&mut tx, &state, &actions, now, &mut follow_up).await?;
-    }
-    orchestrate::save(&mut tx, &state, now).await?;
-    tx.commit().await?;
-    app.changed(enqueued);
+    orchestrate::start_run(app, ctx.pipeline.id, name, &jobs, &state, &actions).await?;
     Ok(Ok(()))
 }
 
@@ -390,11 +365,7 @@ fn template(
     match (build(0), build(1.min(total - 1))) {
         (Ok(node0), Ok(others)) => JobTemplate::Build {
             queue: queue_class(job),
-            executor_type: match job.executor {
-                gyre_config::plan::Executor::Machine(_) => "machine".into(),
-                gyre_config::plan::Executor::Macos { .. } => "macos".into(),
-                _ => "docker".into(),
-            },
+            executor_type: executor_type(job).to_string(),
             resource_class: job
                 .resource_class
                 .clone()

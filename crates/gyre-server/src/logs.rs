@@ -110,26 +110,23 @@ pub fn archive_key(key: TaskKey) -> String {
 /// stay in SQL, where readers still find them.
 pub async fn archive(app: &App, key: TaskKey) {
     app.logs.end(key);
-    let mut all = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = match app.store.log_chunks(key, from, 10_000).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(task = %key, error = %e, "reading a log to archive");
-                return;
-            }
-        };
-        let Some(last) = page.last() else { break };
-        from = last.seq + 1;
-        all.extend(page.iter().map(|c| Archived {
+    let chunks = match stored_chunks(app, key, 0).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(task = %key, error = %e, "reading a log to archive");
+            return;
+        }
+    };
+    let all: Vec<Archived> = chunks
+        .iter()
+        .map(|c| Archived {
             seq: c.seq,
             step: c.step,
             stream: c.stream.as_str().to_string(),
             at_ms: c.at.0,
             data: base64::engine::general_purpose::STANDARD.encode(&c.data),
-        }));
-    }
+        })
+        .collect();
     let body = match serde_json::to_vec(&all) {
         Ok(b) => b,
         Err(e) => {
@@ -177,15 +174,26 @@ pub async fn read(app: &App, key: TaskKey, from: u64) -> ApiResult<(Vec<Live>, b
             .collect();
         return Ok((out, true));
     }
-    let mut out = Vec::new();
+    let chunks = stored_chunks(app, key, from).await?;
+    Ok((chunks.iter().map(Live::from_chunk).collect(), false))
+}
+
+/// A task's chunks still in SQL from `from` on, read a page at a time.
+async fn stored_chunks(
+    app: &App,
+    key: TaskKey,
+    from: u64,
+) -> Result<Vec<LogChunk>, gyre_store::Error> {
+    let mut out: Vec<LogChunk> = Vec::new();
     let mut next = from;
     loop {
         let page = app.store.log_chunks(key, next, 10_000).await?;
-        let Some(last) = page.last() else { break };
+        let Some(last) = page.last() else {
+            return Ok(out);
+        };
         next = last.seq + 1;
-        out.extend(page.iter().map(Live::from_chunk));
+        out.extend(page);
     }
-    Ok((out, false))
 }
 
 pub fn routes() -> Router<Arc<App>> {

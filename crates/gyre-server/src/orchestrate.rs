@@ -4,10 +4,13 @@
 //! before the commit loses the event as a whole; after it, nothing is lost.
 
 use crate::App;
-use gyre_core::{Action, Event, JobStatus, TaskResult, WorkflowId, WorkflowState};
+use gyre_core::{
+    Action, Event, JobId, JobStatus, PipelineId, TaskResult, WorkflowId, WorkflowState,
+};
 use gyre_protocol::{NodeInfo, TaskSpec};
-use gyre_store::{Millis, NewTask, TaskKey, WorkflowTx};
+use gyre_store::{Millis, NewJob, NewTask, TaskKey, WorkflowTx};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 /// What the server keeps per job to build its tasks (`jobs.spec`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,17 +49,57 @@ pub async fn apply(app: &App, id: WorkflowId, events: Vec<Event>) -> Result<(), 
     let state = state.ok_or_else(|| ApplyError::Corrupt(id, "no state stored".into()))?;
     let mut state: WorkflowState =
         serde_json::from_str(&state).map_err(|e| ApplyError::Corrupt(id, e.to_string()))?;
-    let mut queue: std::collections::VecDeque<Event> = events.into();
     let now = Millis::now();
-    let mut enqueued = false;
-    while let Some(event) = queue.pop_front() {
-        let actions = state.apply(event).map_err(ApplyError::Rejected)?;
-        enqueued |= carry_out(&mut tx, &state, &actions, now, &mut queue).await?;
-    }
+    let enqueued = drain(&mut tx, &mut state, events.into(), now).await?;
     save(&mut tx, &state, now).await?;
     tx.commit().await?;
     app.changed(enqueued);
     Ok(())
+}
+
+/// Stores a new workflow run (a pipeline's workflow, or a rerun): its jobs, the
+/// `actions` its state answered when it was made, and the state; one transaction.
+pub async fn start_run(
+    app: &App,
+    pipeline: PipelineId,
+    name: &str,
+    jobs: &[(NewJob<'_>, Option<&serde_json::Value>)],
+    state: &WorkflowState,
+    actions: &[Action],
+) -> Result<WorkflowId, ApplyError> {
+    let mut state = state.clone();
+    let now = Millis::now();
+    let (mut tx, _numbers) = app.store.begin_workflow(pipeline, name, jobs, now).await?;
+    let mut follow_up = VecDeque::new();
+    let mut enqueued = carry_out(&mut tx, &state, actions, now, &mut follow_up).await?;
+    // Jobs that did not start blocked or queued (no-op jobs succeed, approvals wait,
+    // a rerun keeps successful jobs): stamp their times as the state says.
+    for (i, job) in state.jobs().iter().enumerate() {
+        if job.status != JobStatus::Blocked && job.status != JobStatus::Queued {
+            tx.set_job_status(JobId(i as u64), job.status, now).await?;
+        }
+    }
+    enqueued |= drain(&mut tx, &mut state, follow_up, now).await?;
+    save(&mut tx, &state, now).await?;
+    let id = tx.workflow;
+    tx.commit().await?;
+    app.changed(enqueued);
+    Ok(id)
+}
+
+/// Applies queued events, and the events their actions add, until none is left.
+async fn drain(
+    tx: &mut WorkflowTx,
+    state: &mut WorkflowState,
+    mut queue: VecDeque<Event>,
+    now: Millis,
+) -> Result<bool, ApplyError> {
+    let mut enqueued = false;
+    while let Some(event) = queue.pop_front() {
+        let actions = state.apply(event).map_err(ApplyError::Rejected)?;
+        enqueued |= carry_out(tx, state, &actions, now, &mut queue).await?;
+    }
+    Ok(enqueued)
 }
 
 /// Writes what `actions` ask for. Tasks of unrunnable jobs fail at once: their
@@ -67,7 +110,7 @@ pub async fn carry_out(
     state: &WorkflowState,
     actions: &[Action],
     now: Millis,
-    follow_up: &mut std::collections::VecDeque<Event>,
+    follow_up: &mut VecDeque<Event>,
 ) -> Result<bool, ApplyError> {
     let mut enqueued = false;
     for action in actions {
