@@ -123,8 +123,13 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// A repository with the config; returns its head commit.
 fn fixture_repo(dir: &Path) -> String {
+    fixture_repo_with(dir, CONFIG)
+}
+
+/// A repository with `config`; returns its head commit.
+fn fixture_repo_with(dir: &Path, config: &str) -> String {
     std::fs::create_dir_all(dir.join(".circleci")).expect("mkdir");
-    std::fs::write(dir.join(".circleci/config.yml"), CONFIG).expect("config");
+    std::fs::write(dir.join(".circleci/config.yml"), config).expect("config");
     std::fs::write(dir.join("README.md"), "e2e").expect("readme");
     git(dir, &["init", "-q", "-b", "main"]);
     git(dir, &["add", "-A"]);
@@ -267,10 +272,104 @@ impl Api {
         assert_eq!(status, 201, "{body}");
     }
 
+    /// The output of job `number`'s first step whose name starts with `prefix`, read
+    /// through the v1.1 build's pre-signed `output_url` (no token).
+    async fn step_output(&self, number: u64, prefix: &str) -> String {
+        self.try_step_output(number, prefix)
+            .await
+            .unwrap_or_else(|| panic!("job {number} has no step {prefix}"))
+    }
+
+    /// [`Api::step_output`], `None` while the step has not started.
+    async fn try_step_output(&self, number: u64, prefix: &str) -> Option<String> {
+        let build = self
+            .get(&format!("/api/v1.1/project/gh/acme/app/{number}"))
+            .await;
+        let step = build["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str().unwrap().starts_with(prefix))?
+            .clone();
+        let url = step["actions"][0]["output_url"].as_str().unwrap();
+        let out: Value = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Some(
+            out.as_array()
+                .map(|a| a.iter().filter_map(|m| m["message"].as_str()).collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The job number of `name` in `workflow`.
+    async fn job_number(&self, workflow: &str, name: &str) -> u64 {
+        let v = self.get(&format!("/api/v2/workflow/{workflow}/job")).await;
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap_or_else(|| panic!("no job {name}: {v}"))["job_number"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Triggers a pipeline on `main` through the API; returns its first workflow's id.
+    async fn trigger(&self, parameters: Value) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v2/project/gh/acme/app/pipeline",
+                json!({"branch": "main", "parameters": parameters}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let pipeline = body["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let wfs = self
+                .get(&format!("/api/v2/pipeline/{pipeline}/workflow"))
+                .await;
+            if let Some(id) = wfs["items"][0]["id"].as_str() {
+                return id.to_string();
+            }
+            assert!(Instant::now() < deadline, "no workflow: {wfs}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn pipeline_count(&self) -> usize {
         let v = self.get("/api/v2/project/gh/acme/app/pipeline").await;
         v["items"].as_array().expect("items").len()
     }
+}
+
+/// `gyre server` on PostgreSQL and S3 with its data under `dir`.
+fn server_cmd(dir: &Path, port: u16, database: &str, blobs: &str, lease_secs: u32) -> Command {
+    let mut cmd = gyre();
+    cmd.args(["server", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database", database, "--blobs", blobs])
+        .args(["--lease-secs", &lease_secs.to_string()]);
+    cmd
+}
+
+/// `gyre agent` for the Docker executor, talking to `server`.
+fn agent_cmd(server: &str, name: &str) -> Command {
+    let mut cmd = gyre();
+    cmd.args([
+        "agent", "--server", server, "--token", TOKEN, "--name", name,
+    ])
+    .args(["--resource-class", "docker", "--helper"])
+    .arg(common::helper());
+    cmd
 }
 
 /// The full workflow through a webhook: fan-out (matrix), fan-in, workspace, cache,
@@ -409,36 +508,10 @@ async fn full_workflow(api: &Api, head: &str, logs: &[PathBuf]) {
         .await
         .unwrap();
     assert_eq!(bytes, "built e2e\n");
-    let build = api
-        .get(&format!("/api/v1.1/project/gh/acme/app/{number}"))
-        .await;
-    let step = build["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("cat ws/artifact.txt")
-        })
-        .expect("the run step")
-        .clone();
-    let url = step["actions"][0]["output_url"].as_str().unwrap();
-    // Pre-signed: no token needed.
-    let out: Value = api
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = out[0]["message"].as_str().unwrap();
+    let text = api.step_output(number, "cat ws/artifact.txt").await;
     assert!(
         text.contains("built e2e") && text.contains("node 1 ok"),
-        "{out}"
+        "{text}"
     );
 
     // A second identical delivery creates nothing.
@@ -476,31 +549,14 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
     let head = fixture_repo(&repo);
     let port = free_port();
     let server_log = tmp.path().join("server.log");
-    let mut cmd = gyre();
-    cmd.args(["server", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([
-            "--database",
-            &db.url,
-            "--blobs",
-            &blobs.url,
-            "--lease-secs",
-            "4",
-        ]);
+    let cmd = server_cmd(tmp.path(), port, &db.url, &blobs.url, 4);
     let mut server = spawn(cmd, &server_log, "gyre server");
     let api = Api::new(port);
     api.wait_up(&mut [&mut server], std::slice::from_ref(&server_log))
         .await;
     let agent = |name: &'static str| {
         let log = tmp.path().join(format!("{name}.log"));
-        let mut cmd = gyre();
-        cmd.args([
-            "agent", "--server", &api.base, "--token", TOKEN, "--name", name,
-        ])
-        .args(["--resource-class", "docker", "--helper"])
-        .arg(common::helper());
-        (spawn(cmd, &log, name), log)
+        (spawn(agent_cmd(&api.base, name), &log, name), log)
     };
     let (a1, log1) = agent("agent-1");
     let (a2, log2) = agent("agent-2");
@@ -546,18 +602,7 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
 
     // An agent killed mid-job: infrastructure_fail within the lease, retried on the
     // other agent, and the job succeeds.
-    let (status, body) = api
-        .post(
-            "/api/v2/project/gh/acme/app/pipeline",
-            json!({"branch": "main", "parameters": {"sleep": 20}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let pipeline = body["id"].as_str().unwrap().to_string();
-    let wfs = api
-        .get(&format!("/api/v2/pipeline/{pipeline}/workflow"))
-        .await;
-    let wf2 = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    let wf2 = api.trigger(json!({"sleep": 20})).await;
     api.wait_job(&wf2, "slow", "running", &logs).await;
     let mut holder = None;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -597,15 +642,7 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
         killed_at.elapsed() > Duration::from_secs(4),
         "the lease must expire first"
     );
-    let v1 = api.get(&format!("/api/v2/workflow/{wf2}/job")).await;
-    let number = v1["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["name"] == "slow")
-        .unwrap()["job_number"]
-        .as_u64()
-        .unwrap();
+    let number = api.job_number(&wf2, "slow").await;
     let details = api
         .get(&format!("/api/v2/project/gh/acme/app/job/{number}"))
         .await;
@@ -621,6 +658,119 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
             "docker ps -aq --filter label=gyre.task | xargs -r docker rm -f >/dev/null 2>&1",
         ])
         .status();
+}
+
+const RESTART_CONFIG: &str = r#"version: 2.1
+jobs:
+  count:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run:
+          name: count
+          command: for i in $(seq 1 << pipeline.parameters.lines >>); do echo "line $i"; sleep 0.1; done
+  after:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps: [{run: echo after the restart}]
+parameters:
+  lines: {type: integer, default: 80}
+workflows:
+  main:
+    jobs:
+      - count
+      - after: {requires: [count]}
+"#;
+
+/// The server is killed with SIGKILL while a job prints, and started again on the same
+/// PostgreSQL: the agent keeps the job, the workflow completes, and the log holds every
+/// line exactly once, in order, including every line a reader saw before the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_server_restart_mid_workflow_loses_nothing() {
+    const LINES: usize = 80;
+    let db = pg_support::postgres().await;
+    let blobs = blob_support::s3();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, RESTART_CONFIG);
+    let port = free_port();
+    let server_log = tmp.path().join("server.log");
+    let second_log = tmp.path().join("server-2.log");
+    let agent_log = tmp.path().join("agent.log");
+    let logs = vec![server_log.clone(), second_log.clone(), agent_log.clone()];
+    let mut server = spawn(
+        server_cmd(tmp.path(), port, &db.url, &blobs.url, 8),
+        &server_log,
+        "gyre server",
+    );
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut server], std::slice::from_ref(&server_log))
+        .await;
+    let _agent = spawn(agent_cmd(&api.base, "agent-r"), &agent_log, "gyre agent");
+    api.add_project(&repo).await;
+    let wf = api.trigger(json!({"lines": LINES})).await;
+    api.wait_job(&wf, "count", "running", &logs).await;
+    let number = api.job_number(&wf, "count").await;
+
+    // Wait until a reader sees some lines, then crash the server mid-job.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let text = api
+            .try_step_output(number, "count")
+            .await
+            .unwrap_or_default();
+        if text.lines().filter(|l| l.starts_with("line ")).count() >= 10 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no output:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !seen.contains(&format!("line {LINES}\n")),
+        "the job ended before the crash; make it longer:\n{seen}"
+    );
+    server.0.kill().expect("kill -9 the server");
+    let _ = server.0.wait();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut server = spawn(
+        server_cmd(tmp.path(), port, &db.url, &blobs.url, 8),
+        &second_log,
+        "gyre server (restarted)",
+    );
+    api.wait_up(&mut [&mut server], std::slice::from_ref(&second_log))
+        .await;
+
+    // The workflow goes on: the job finishes on the same agent and its dependant runs.
+    api.wait_job(&wf, "after", "success", &logs).await;
+    let jobs = api.jobs(&wf).await;
+    assert!(
+        jobs.iter().any(|(n, s)| n == "count" && s == "success"),
+        "{jobs:?}"
+    );
+    let workflow = api.get(&format!("/api/v2/workflow/{wf}")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = workflow["status"].clone();
+    while status != "success" {
+        assert!(Instant::now() < deadline, "workflow is {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        status = api.get(&format!("/api/v2/workflow/{wf}")).await["status"].clone();
+    }
+
+    // Every line once, in order; what was seen before the crash is a prefix of it.
+    let text = api.step_output(number, "count").await;
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("line ")).collect();
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "the log after the restart:\n{text}");
+    let seen_lines: Vec<&str> = seen.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(
+        &lines[..seen_lines.len()],
+        &seen_lines[..],
+        "a line acknowledged before the crash changed"
+    );
+    // The agent did see the outage (the crash happened while it was sending).
+    let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert!(
+        agent_text.contains("sending step events failed; retrying"),
+        "{agent_text}"
+    );
 }
 
 /// Bad input gets a 4xx with a JSON message, and creates nothing.
