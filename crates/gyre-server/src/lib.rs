@@ -100,13 +100,18 @@ impl App {
 
 /// Every route of the server.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(api::routes())
         .merge(hooks::routes())
         .merge(logs::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(agent_api::routes())
-        .with_state(app)
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .with_state(app);
+    // Slugs are decoded before routing, so this layer wraps a router that only forwards.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(error::decode_slugs))
 }
 
 /// Background work: expire leases (tasks of dead agents become `infrastructure_fail`

@@ -895,15 +895,48 @@ async fn bad_input_gets_json_errors() {
         .unwrap();
     let s = r.status().as_u16();
     check(s, 404, &r.json().await.unwrap());
-    let r = raw(reqwest::Method::POST, "/hooks/github")
+    // Its own client: the server answers before reading the body, then closes the
+    // connection, which a pooled client would try to reuse.
+    let r = reqwest::Client::new()
+        .post(format!("{}/hooks/github", api.base))
         .header("X-GitHub-Event", "push")
         .header("X-GitHub-Delivery", "m-3")
         .body(vec![b' '; 6 * 1024 * 1024])
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 413);
+    let s = r.status().as_u16();
+    check(s, 413, &r.json().await.unwrap());
+    // A trigger body that is not JSON, a wrong method, an unknown API route: JSON too.
+    let r = raw(reqwest::Method::POST, "/api/v2/project/gh/acme/app/pipeline")
+        .header("Circle-Token", TOKEN)
+        .header("Content-Type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 400, &r.json().await.unwrap());
+    let r = raw(reqwest::Method::DELETE, "/api/v2/me")
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 405, &r.json().await.unwrap());
+    let r = raw(reqwest::Method::GET, "/api/v2/no/such/route")
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 404, &r.json().await.unwrap());
     assert_eq!(api.pipeline_count().await, 2);
+    // A slug sent as one encoded segment routes like the plain one.
+    let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
+    assert_eq!(encoded["items"].as_array().map(Vec::len), Some(2), "{encoded}");
+    let project = api.get("/api/v2/project/gh%2Facme%2Fapp").await;
+    assert_eq!(project["slug"], "gh/acme/app", "{project}");
     // The server is still up.
     api.get("/api/v2/me").await;
 }
