@@ -229,6 +229,7 @@ pub fn intake_error(e: IntakeError) -> ApiError {
         IntakeError::Fetch { .. } => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
         IntakeError::Store(e) => e.into(),
         IntakeError::Apply(e) => ApiError::internal("creating workflows", e),
+        IntakeError::Internal(e) => ApiError::internal("starting the pipeline", e),
     }
 }
 

@@ -107,9 +107,21 @@ async fn github_hook(
         commit,
         ..TriggerRequest::default()
     };
-    let pipeline = intake::start(&app, &project, req)
-        .await
-        .map_err(api::intake_error)?;
+    let pipeline = match intake::start(&app, &project, req).await {
+        Ok(p) => p,
+        Err(e) => {
+            // The repository could not be fetched or the revision is not there (yet):
+            // nothing was created, and GitHub's redelivery must not be ignored.
+            let before_create = matches!(
+                e,
+                intake::IntakeError::Fetch { .. } | intake::IntakeError::NotFound(_)
+            );
+            if before_create && let Err(forget) = app.store.forget_delivery(&delivery).await {
+                tracing::error!(%delivery, error = %forget, "forgetting a failed delivery");
+            }
+            return Err(api::intake_error(e));
+        }
+    };
     Ok((StatusCode::CREATED, Json(api::pipeline_creation(&pipeline))))
 }
 

@@ -50,6 +50,9 @@ pub enum IntakeError {
     Store(#[from] gyre_store::Error),
     #[error(transparent)]
     Apply(#[from] orchestrate::ApplyError),
+    /// A bug in gyre (a panic while compiling); logged, answered 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Creates the pipeline and, when its config compiles, its workflows.
@@ -180,7 +183,7 @@ pub async fn start(
         (out.has_errors(), rendered, out.processed_yaml(), out.plan)
     })
     .await
-    .map_err(|e| IntakeError::NotFound(format!("compiler crashed: {e}")))?;
+    .map_err(|e| IntakeError::Internal(format!("the config compiler crashed: {e}")))?;
     let (has_errors, rendered, processed, plan) = compiled;
     details.compiled = processed;
     app.store

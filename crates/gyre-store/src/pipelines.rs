@@ -171,6 +171,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Forgets a delivery recorded by [`Store::record_delivery`] whose processing failed
+    /// before anything was created, so the sender's redelivery is processed.
+    pub async fn forget_delivery(&self, delivery_id: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE delivery_id = $1")
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query("forget_delivery"))?;
+        Ok(())
+    }
+
     /// Creates a `pending` pipeline with the project's next number. Numbers are
     /// allocated atomically: concurrent calls get distinct, consecutive numbers.
     pub async fn create_pipeline(

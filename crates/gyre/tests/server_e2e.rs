@@ -203,10 +203,21 @@ impl Api {
 
     /// Sends a GitHub push webhook for `after` on `main`.
     async fn push_hook(&self, delivery: &str, after: &str, secret: &str) -> (u16, Value) {
+        self.push_hook_to("acme/app", delivery, after, secret).await
+    }
+
+    /// Sends a GitHub push webhook for `after` on `main` of repository `full_name`.
+    async fn push_hook_to(
+        &self,
+        full_name: &str,
+        delivery: &str,
+        after: &str,
+        secret: &str,
+    ) -> (u16, Value) {
         let body = json!({
             "ref": "refs/heads/main", "before": "0".repeat(40), "after": after,
             "deleted": false,
-            "repository": {"full_name": "acme/app", "html_url": "https://github.invalid/acme/app"},
+            "repository": {"full_name": full_name, "html_url": "https://github.invalid/x"},
             "head_commit": {"id": after, "message": "Add the pipeline\n\nWith a body.",
                             "timestamp": "2026-11-28T00:00:00Z", "url": "",
                             "author": {"name": "E2E", "email": "e2e@example.com"}},
@@ -778,7 +789,7 @@ async fn postgres_server_restart_mid_workflow_loses_nothing() {
 async fn bad_input_gets_json_errors() {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
-    fixture_repo(&repo);
+    let head = fixture_repo(&repo);
     let port = free_port();
     let log = tmp.path().join("server.log");
     let mut cmd = gyre();
@@ -932,6 +943,27 @@ async fn bad_input_gets_json_errors() {
     let s = r.status().as_u16();
     check(s, 404, &r.json().await.unwrap());
     assert_eq!(api.pipeline_count().await, 2);
+    // A delivery whose repository cannot be fetched is not remembered: GitHub's
+    // redelivery of it, once the repository is there, makes the pipeline.
+    let late = tmp.path().join("late");
+    let (s, b) = api
+        .post(
+            "/api/gyre/v1/projects",
+            json!({"slug": "gh/acme/late", "repo_url": late.display().to_string(),
+                   "default_branch": "main", "webhook_secret": SECRET}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api.push_hook_to("acme/late", "late-1", &head, SECRET).await;
+    check(s, 502, &b);
+    git(
+        tmp.path(),
+        &["clone", "-q", &repo.display().to_string(), "late"],
+    );
+    let (s, b) = api.push_hook_to("acme/late", "late-1", &head, SECRET).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = api.push_hook_to("acme/late", "late-1", &head, SECRET).await;
+    assert_eq!(s, 200, "a processed delivery is remembered");
     // A slug sent as one encoded segment routes like the plain one.
     let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
     assert_eq!(encoded["items"].as_array().map(Vec::len), Some(2), "{encoded}");
