@@ -76,10 +76,7 @@ fn is_json_path(path: &str) -> bool {
 /// Middleware: an error answer on a JSON path that is not JSON (axum's own rejections:
 /// an oversized body, a malformed JSON body, a wrong method, an unknown route) becomes
 /// `{"message": ...}` with the same status.
-pub async fn json_errors(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let json_path = is_json_path(req.uri().path());
     let response = next.run(req).await;
     let status = response.status();

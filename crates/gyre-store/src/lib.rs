@@ -36,6 +36,7 @@ mod agents;
 mod error;
 mod logs;
 mod pipelines;
+mod project_data;
 mod queue;
 mod server;
 
@@ -43,6 +44,7 @@ pub use agents::{Agent, AgentStatus};
 pub use error::Error;
 pub use logs::{LogChunk, Stream};
 pub use pipelines::{NewJob, NewPipeline, NewProject, Pipeline, Project, ProjectId};
+pub use project_data::{EnvVarRow, PullRequestRow};
 pub use queue::{NewTask, Task, TaskKey};
 pub use server::{JobRow, PipelineDetails, TaskRow, WorkflowRow, WorkflowTx};
 
@@ -59,6 +61,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "server", include_str!("../migrations/0002_server.sql")),
+    (
+        3,
+        "project_data",
+        include_str!("../migrations/0003_project_data.sql"),
+    ),
 ];
 
 /// The SQL engine behind a [`Store`].

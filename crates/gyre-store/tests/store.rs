@@ -43,6 +43,8 @@ both_engines!(
     cancel_task,
     log_chunks_idempotent_and_ordered,
     agents,
+    pull_requests,
+    env_vars,
 );
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -348,6 +350,154 @@ async fn duplicate_delivery_recorded_once(store: Store) {
             .unwrap()
     );
     assert!(store.record_delivery("another", T0).await.unwrap());
+    // A forgotten delivery is new again; forgetting an unknown one is harmless.
+    store.forget_delivery("another").await.unwrap();
+    assert!(store.record_delivery("another", T0).await.unwrap());
+    store.forget_delivery("never-seen").await.unwrap();
+}
+
+async fn pull_requests(store: Store) {
+    let project = new_project(&store, "gh/acme/prs").await;
+    let other = new_project(&store, "gh/acme/other").await;
+    let pr = |number, branch: &str, fork, open| gyre_store::PullRequestRow {
+        project,
+        number,
+        url: format!("https://github.com/acme/prs/pull/{number}"),
+        head_branch: branch.to_string(),
+        head_sha: "a".repeat(40),
+        head_repo: if fork { "fork/prs" } else { "acme/prs" }.to_string(),
+        fork,
+        open,
+        updated_at: T0,
+    };
+    store
+        .upsert_pull_request(&pr(2, "feature", false, true))
+        .await
+        .unwrap();
+    store
+        .upsert_pull_request(&pr(1, "feature", false, true))
+        .await
+        .unwrap();
+    store
+        .upsert_pull_request(&pr(3, "feature", true, true))
+        .await
+        .unwrap();
+    store
+        .upsert_pull_request(&pr(4, "other", false, true))
+        .await
+        .unwrap();
+    let open = store.open_pull_requests(project, "feature").await.unwrap();
+    assert_eq!(
+        open.iter().map(|p| p.number).collect::<Vec<_>>(),
+        [1, 2],
+        "same-repository PRs of the branch, by number; forks excluded"
+    );
+    assert_eq!(open[0], pr(1, "feature", false, true));
+    // Closing one updates it in place.
+    store
+        .upsert_pull_request(&pr(2, "feature", false, false))
+        .await
+        .unwrap();
+    let open = store.open_pull_requests(project, "feature").await.unwrap();
+    assert_eq!(open.iter().map(|p| p.number).collect::<Vec<_>>(), [1]);
+    assert!(
+        store
+            .open_pull_requests(other, "feature")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert!(
+        !store
+            .has_pipeline_for(project, &"b".repeat(40))
+            .await
+            .unwrap()
+    );
+    store
+        .create_pipeline(
+            &NewPipeline {
+                project,
+                trigger_kind: "webhook",
+                trigger_actor: "octocat",
+                branch: Some("feature"),
+                tag: None,
+                revision: &"b".repeat(40),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .has_pipeline_for(project, &"b".repeat(40))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .has_pipeline_for(other, &"b".repeat(40))
+            .await
+            .unwrap()
+    );
+}
+
+async fn env_vars(store: Store) {
+    let project = new_project(&store, "gh/acme/env").await;
+    let other = new_project(&store, "gh/acme/env2").await;
+    assert!(store.project_env_vars(project).await.unwrap().is_empty());
+    store
+        .set_project_env_var(project, "B_TOKEN", b"\x00sealed-b\xff", T0)
+        .await
+        .unwrap();
+    store
+        .set_project_env_var(project, "A_KEY", b"sealed-a", T0)
+        .await
+        .unwrap();
+    store
+        .set_project_env_var(other, "A_KEY", b"other", T0)
+        .await
+        .unwrap();
+    let vars = store.project_env_vars(project).await.unwrap();
+    assert_eq!(
+        vars.iter()
+            .map(|v| (v.name.as_str(), v.sealed.as_slice()))
+            .collect::<Vec<_>>(),
+        [
+            ("A_KEY", &b"sealed-a"[..]),
+            ("B_TOKEN", &b"\x00sealed-b\xff"[..])
+        ],
+        "bytes round-trip exactly, sorted by name"
+    );
+    // Replacing keeps one row.
+    let later = Millis(T0.0 + 5);
+    store
+        .set_project_env_var(project, "A_KEY", b"new", later)
+        .await
+        .unwrap();
+    let vars = store.project_env_vars(project).await.unwrap();
+    assert_eq!(vars.len(), 2);
+    assert_eq!(
+        (vars[0].sealed.as_slice(), vars[0].created_at),
+        (&b"new"[..], later)
+    );
+    assert!(
+        store
+            .delete_project_env_var(project, "A_KEY")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_project_env_var(project, "A_KEY")
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.project_env_vars(project).await.unwrap().len(), 1);
+    assert_eq!(
+        store.project_env_vars(other).await.unwrap()[0].sealed,
+        b"other"
+    );
 }
 
 async fn concurrent_claims_never_share_a_task(store: Store) {

@@ -919,13 +919,16 @@ async fn bad_input_gets_json_errors() {
     let s = r.status().as_u16();
     check(s, 413, &r.json().await.unwrap());
     // A trigger body that is not JSON, a wrong method, an unknown API route: JSON too.
-    let r = raw(reqwest::Method::POST, "/api/v2/project/gh/acme/app/pipeline")
-        .header("Circle-Token", TOKEN)
-        .header("Content-Type", "application/json")
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
+    let r = raw(
+        reqwest::Method::POST,
+        "/api/v2/project/gh/acme/app/pipeline",
+    )
+    .header("Circle-Token", TOKEN)
+    .header("Content-Type", "application/json")
+    .body("{nope")
+    .send()
+    .await
+    .unwrap();
     let s = r.status().as_u16();
     check(s, 400, &r.json().await.unwrap());
     let r = raw(reqwest::Method::DELETE, "/api/v2/me")
@@ -966,7 +969,11 @@ async fn bad_input_gets_json_errors() {
     assert_eq!(s, 200, "a processed delivery is remembered");
     // A slug sent as one encoded segment routes like the plain one.
     let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
-    assert_eq!(encoded["items"].as_array().map(Vec::len), Some(2), "{encoded}");
+    assert_eq!(
+        encoded["items"].as_array().map(Vec::len),
+        Some(2),
+        "{encoded}"
+    );
     let project = api.get("/api/v2/project/gh%2Facme%2Fapp").await;
     assert_eq!(project["slug"], "gh/acme/app", "{project}");
     // The server is still up.
