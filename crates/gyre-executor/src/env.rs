@@ -109,6 +109,11 @@ fn builtins(task: &TaskSpec, paths: &EnvPaths<'_>) -> Vec<(&'static str, String)
         out.push(("CIRCLE_PULL_REQUESTS", job.pull_requests.join(",")));
         out.push(("CI_PULL_REQUESTS", job.pull_requests.join(",")));
     }
+    if let Some(pr) = &job.fork_pull_request {
+        out.push(("CIRCLE_PR_NUMBER", pr.number.to_string()));
+        out.push(("CIRCLE_PR_REPONAME", pr.reponame.clone()));
+        out.push(("CIRCLE_PR_USERNAME", pr.username.clone()));
+    }
     out
 }
 
@@ -166,5 +171,59 @@ mod tests {
         assert_eq!(get("HOME"), Some("/root"));
         assert_eq!(get("CIRCLE_NODE_TOTAL"), Some("1"));
         assert_eq!(env.secrets, ["from-project"]);
+        assert_eq!(get("CIRCLE_PULL_REQUEST"), None);
+        assert_eq!(get("CIRCLE_PR_NUMBER"), None);
+    }
+
+    #[test]
+    fn pull_request_variables() {
+        let mut task = TaskSpec {
+            version: 1,
+            job: JobInfo {
+                name: "build".into(),
+                pull_requests: vec!["https://h/a/b/pull/1".into(), "https://h/a/b/pull/2".into()],
+                fork_pull_request: Some(gyre_protocol::ForkPullRequest {
+                    number: 7,
+                    reponame: "b".into(),
+                    username: "forker".into(),
+                }),
+                ..JobInfo::default()
+            },
+            executor: ExecutorSpec::Machine { image: None },
+            working_directory: "~/project".into(),
+            shell: None,
+            environment: vec![],
+            resources: Default::default(),
+            node: Default::default(),
+            checkout: None,
+            steps: vec![],
+        };
+        let paths = EnvPaths {
+            task_dir: "/t",
+            bash_env: "/t/bash.env",
+            home: "/root",
+            helper_bin_dir: "/.gyre/bin",
+        };
+        let env = job_env(&task, &[], &paths);
+        let get = |n: &str| {
+            env.vars
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("CIRCLE_PULL_REQUEST").as_deref(),
+            Some("https://h/a/b/pull/1")
+        );
+        assert_eq!(
+            get("CIRCLE_PULL_REQUESTS").as_deref(),
+            Some("https://h/a/b/pull/1,https://h/a/b/pull/2")
+        );
+        assert_eq!(get("CIRCLE_PR_NUMBER").as_deref(), Some("7"));
+        assert_eq!(get("CIRCLE_PR_REPONAME").as_deref(), Some("b"));
+        assert_eq!(get("CIRCLE_PR_USERNAME").as_deref(), Some("forker"));
+        task.job.fork_pull_request = None;
+        let env = job_env(&task, &[], &paths);
+        assert!(!env.vars.iter().any(|(k, _)| k.starts_with("CIRCLE_PR_")));
     }
 }

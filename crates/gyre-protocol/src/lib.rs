@@ -76,9 +76,23 @@ pub struct JobInfo {
     pub username: String,
     /// URLs of the associated pull requests (`CIRCLE_PULL_REQUEST(S)`).
     pub pull_requests: Vec<String>,
+    /// Set when the job builds a pull request from a fork (`CIRCLE_PR_*`); such jobs get
+    /// no project secrets unless the project allows it.
+    pub fork_pull_request: Option<ForkPullRequest>,
     /// Jobs whose workspace layers `attach_workspace` applies: the job's transitive
     /// upstream in the workflow (§4.12). `None` applies every layer of the workspace.
     pub workspace_upstream: Option<Vec<String>>,
+}
+
+/// A pull request from a fork, as its job sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkPullRequest {
+    /// `CIRCLE_PR_NUMBER`.
+    pub number: u64,
+    /// `CIRCLE_PR_REPONAME`: the fork's repository name.
+    pub reponame: String,
+    /// `CIRCLE_PR_USERNAME`: who opened the pull request.
+    pub username: String,
 }
 
 /// One environment variable.

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use gyre_core::{Event, JobStatus, WorkflowId, WorkflowState};
 use gyre_store::{JobRow, Millis, NewJob, NewProject, Pipeline, Project, TaskKey, WorkflowRow};
 use hmac::{KeyInit, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -903,6 +903,20 @@ struct AddProject {
     default_branch: Option<String>,
     #[serde(default)]
     webhook_secret: Option<String>,
+    #[serde(default)]
+    settings: ProjectSettings,
+}
+
+/// Project settings gyre acts on, named as CircleCI's project settings API names them.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ProjectSettings {
+    /// Build pull requests from forks (as branch `pull/<n>`).
+    #[serde(default)]
+    build_fork_prs: bool,
+    /// Give builds of forked pull requests the project's environment variables.
+    #[serde(default)]
+    forks_receive_secret_env_vars: bool,
 }
 
 async fn list_projects(State(app): S, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value>> {
@@ -955,7 +969,8 @@ async fn add_project(
     let branch = req.default_branch.unwrap_or_else(|| "main".into());
     trigger::check_ref_name(&branch)
         .map_err(|why| ApiError::bad_request(format!("invalid default branch: {why}")))?;
-    let settings = json!({});
+    let settings = serde_json::to_value(&req.settings)
+        .map_err(|e| ApiError::internal("project settings", e))?;
     let project = match app
         .store
         .create_project(

@@ -61,6 +61,8 @@ impl Mirrors {
                 url,
                 "+refs/heads/*:refs/heads/*",
                 "+refs/tags/*:refs/tags/*",
+                // GitHub's pull request heads, forks included (absent elsewhere: fine).
+                "+refs/pull/*/head:refs/pull/*/head",
             ],
         )
         .await?;

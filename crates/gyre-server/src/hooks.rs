@@ -1,7 +1,7 @@
 //! Inbound hooks that start pipelines.
 //!
 //! - `POST /hooks/github`: GitHub webhooks (`push` for branches and tags; `ping`;
-//!   `pull_request` is acknowledged and recorded nowhere yet). Verified with
+//!   `pull_request`: recorded, and forks built as `pull/<n>`, see [`pull_request`]). Verified with
 //!   `X-Hub-Signature-256` against the project's webhook secret, deduplicated by
 //!   `X-GitHub-Delivery`, `[ci skip]`/`[skip ci]` honoured. The project is found by
 //!   `repository.full_name` (`gh/<full_name>`) and always fetched from its configured URL.
@@ -61,13 +61,13 @@ async fn github_hook(
         ));
     }
     let hook = github::parse(&event, &body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (full_name, push) = match hook {
+    let full_name = match &hook {
         github::Hook::Ping => return Ok((StatusCode::OK, Json(json!({"message": "pong"})))),
         github::Hook::Ignored { reason, .. } => {
             return Ok((StatusCode::OK, Json(json!({ "message": reason }))));
         }
-        github::Hook::PullRequest(pr) => (pr.repo_full_name, None),
-        github::Hook::Push(p) => (p.repo_full_name.clone(), Some(p)),
+        github::Hook::PullRequest(pr) => pr.repo_full_name.clone(),
+        github::Hook::Push(p) => p.repo_full_name.clone(),
     };
     let slug = format!("gh/{full_name}");
     let project = app
@@ -77,13 +77,9 @@ async fn github_hook(
         .ok_or_else(|| ApiError::not_found(format!("no project {slug}")))?;
     // Authenticate before anything is recorded.
     verify(&project, &body, header(&headers, "x-hub-signature-256"))?;
-    let Some(push) = push else {
-        return Ok((
-            StatusCode::OK,
-            Json(json!({"message": "pull_request noted"})),
-        ));
-    };
-    if let Err(why) = push.should_build() {
+    if let github::Hook::Push(push) = &hook
+        && let Err(why) = push.should_build()
+    {
         return Ok((StatusCode::OK, Json(json!({ "message": why }))));
     }
     if !app.store.record_delivery(&delivery, Millis::now()).await? {
@@ -92,20 +88,18 @@ async fn github_hook(
             Json(json!({"message": format!("delivery {delivery} already processed")})),
         ));
     }
-    let commit = push
-        .head_commit
-        .as_ref()
-        .map(|c| commit_info(&c.message, &c.author_name, &c.author_email));
-    let req = TriggerRequest {
-        kind: "webhook".into(),
-        actor: push.sender.login.clone(),
-        actor_avatar: push.sender.avatar_url.clone(),
-        branch: push.git_ref.branch().map(str::to_string),
-        tag: push.git_ref.tag().map(str::to_string),
-        revision: Some(push.after.clone()),
-        before: Some(push.before.clone()),
-        commit,
-        ..TriggerRequest::default()
+    let req = match hook {
+        github::Hook::Push(push) => push_request(&app, &project, &push).await?,
+        github::Hook::PullRequest(pr) => match pull_request(&app, &project, &pr).await? {
+            Some(req) => req,
+            None => {
+                return Ok((
+                    StatusCode::OK,
+                    Json(json!({"message": format!("pull request #{} noted", pr.number)})),
+                ));
+            }
+        },
+        _ => unreachable!("answered above"),
     };
     let pipeline = match intake::start(&app, &project, req).await {
         Ok(p) => p,
@@ -123,6 +117,91 @@ async fn github_hook(
         }
     };
     Ok((StatusCode::CREATED, Json(api::pipeline_creation(&pipeline))))
+}
+
+/// A branch or tag push: its pipeline, with the open pull requests of the branch.
+async fn push_request(
+    app: &App,
+    project: &Project,
+    push: &github::Push,
+) -> ApiResult<TriggerRequest> {
+    let commit = push
+        .head_commit
+        .as_ref()
+        .map(|c| commit_info(&c.message, &c.author_name, &c.author_email));
+    let pull_requests = match push.git_ref.branch() {
+        Some(branch) => app
+            .store
+            .open_pull_requests(project.id, branch)
+            .await?
+            .into_iter()
+            .map(|pr| pr.url)
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(TriggerRequest {
+        kind: "webhook".into(),
+        actor: push.sender.login.clone(),
+        actor_avatar: push.sender.avatar_url.clone(),
+        branch: push.git_ref.branch().map(str::to_string),
+        tag: push.git_ref.tag().map(str::to_string),
+        revision: Some(push.after.clone()),
+        before: Some(push.before.clone()),
+        commit,
+        pull_requests,
+        ..TriggerRequest::default()
+    })
+}
+
+/// A `pull_request` delivery: its metadata is recorded (later pushes to the branch carry
+/// its URL). Only a pull request from a fork is built from the event itself, as branch
+/// `pull/<number>`, and only when the project's `build_fork_prs` setting is on (as on
+/// CircleCI); a same-repository pull request is built by the push of its branch.
+async fn pull_request(
+    app: &App,
+    project: &Project,
+    pr: &github::PullRequest,
+) -> ApiResult<Option<TriggerRequest>> {
+    let open = !matches!(pr.action.as_str(), "closed");
+    app.store
+        .upsert_pull_request(&gyre_store::PullRequestRow {
+            project: project.id,
+            number: pr.number,
+            url: pr.url.clone(),
+            head_branch: pr.head_ref.clone(),
+            head_sha: pr.head_sha.clone(),
+            head_repo: pr.head_repo_full_name.clone().unwrap_or_default(),
+            fork: pr.is_fork(),
+            open,
+            updated_at: Millis::now(),
+        })
+        .await?;
+    let builds = matches!(pr.action.as_str(), "opened" | "reopened" | "synchronize");
+    let build_forks = project.settings["build_fork_prs"].as_bool() == Some(true);
+    if !(builds && pr.is_fork() && build_forks) {
+        return Ok(None);
+    }
+    let reponame = pr
+        .head_repo_full_name
+        .as_deref()
+        .and_then(|n| n.rsplit('/').next())
+        .unwrap_or_default()
+        .to_string();
+    Ok(Some(TriggerRequest {
+        kind: "webhook".into(),
+        actor: pr.sender.login.clone(),
+        actor_avatar: pr.sender.avatar_url.clone(),
+        branch: Some(format!("pull/{}", pr.number)),
+        revision: Some(pr.head_sha.clone()),
+        before: Some(pr.base_sha.clone()),
+        pull_requests: vec![pr.url.clone()],
+        fork_pull_request: Some(gyre_protocol::ForkPullRequest {
+            number: pr.number,
+            reponame,
+            username: pr.sender.login.clone(),
+        }),
+        ..TriggerRequest::default()
+    }))
 }
 
 async fn generic_hook(

@@ -36,6 +36,10 @@ pub struct TriggerRequest {
     pub parameters: serde_json::Map<String, serde_json::Value>,
     /// Commit message and author, when the trigger carries them.
     pub commit: Option<git::CommitInfo>,
+    /// URLs of the open pull requests this build belongs to (`CIRCLE_PULL_REQUEST(S)`).
+    pub pull_requests: Vec<String>,
+    /// Set when building a pull request from a fork.
+    pub fork_pull_request: Option<gyre_protocol::ForkPullRequest>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +206,7 @@ pub async fn start(
     let ctx = JobContext {
         project,
         pipeline: &pipeline,
-        actor: &req.actor,
+        req: &req,
         checkout: CheckoutSource {
             repository: project.repo_url.clone(),
             revision: revision.clone(),
@@ -232,7 +236,7 @@ pub async fn start(
 struct JobContext<'a> {
     project: &'a Project,
     pipeline: &'a Pipeline,
-    actor: &'a str,
+    req: &'a TriggerRequest,
     checkout: CheckoutSource,
     public_url: &'a str,
 }
@@ -351,7 +355,9 @@ fn template(
         project_username: org,
         project_reponame: repo,
         repository_url: ctx.project.repo_url.clone(),
-        username: ctx.actor.to_string(),
+        username: ctx.req.actor.clone(),
+        pull_requests: ctx.req.pull_requests.clone(),
+        fork_pull_request: ctx.req.fork_pull_request.clone(),
         workspace_upstream: Some(upstream.to_vec()),
         ..JobInfo::default()
     };

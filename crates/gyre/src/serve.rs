@@ -95,6 +95,13 @@ pub struct ProjectAdd {
     /// Secret that webhooks (GitHub, generic push) are signed with.
     #[arg(long, value_name = "SECRET")]
     webhook_secret: Option<String>,
+    /// Build pull requests from forks (as branch `pull/<n>`), without the project's
+    /// environment variables unless --forks-receive-secrets.
+    #[arg(long)]
+    build_fork_prs: bool,
+    /// Give builds of forked pull requests the project's environment variables.
+    #[arg(long, requires = "build_fork_prs")]
+    forks_receive_secrets: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -415,6 +422,8 @@ pub fn project_add(p: ProjectAdd) -> anyhow::Result<ExitCode> {
         let body = serde_json::json!({
             "slug": p.slug, "repo_url": p.repo, "default_branch": p.default_branch,
             "webhook_secret": p.webhook_secret,
+            "settings": {"build_fork_prs": p.build_fork_prs,
+                         "forks_receive_secret_env_vars": p.forks_receive_secrets},
         });
         let out = call(&p.remote, reqwest::Method::POST, "/api/gyre/v1/projects", Some(body)).await?;
         let slug = out["slug"].as_str().unwrap_or_default();

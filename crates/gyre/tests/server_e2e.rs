@@ -214,21 +214,18 @@ impl Api {
         after: &str,
         secret: &str,
     ) -> (u16, Value) {
-        let body = json!({
-            "ref": "refs/heads/main", "before": "0".repeat(40), "after": after,
-            "deleted": false,
-            "repository": {"full_name": full_name, "html_url": "https://github.invalid/x"},
-            "head_commit": {"id": after, "message": "Add the pipeline\n\nWith a body.",
-                            "timestamp": "2026-11-28T00:00:00Z", "url": "",
-                            "author": {"name": "E2E", "email": "e2e@example.com"}},
-            "sender": {"login": "octocat", "avatar_url": ""},
-        })
-        .to_string();
+        let body = push_body(full_name, "refs/heads/main", after);
+        self.hook("push", delivery, body, secret).await
+    }
+
+    /// Sends a GitHub webhook `event` with `body`, signed with `secret`.
+    async fn hook(&self, event: &str, delivery: &str, body: Value, secret: &str) -> (u16, Value) {
+        let body = body.to_string();
         let sig = gyre_server::github::sign(secret.as_bytes(), body.as_bytes());
         let r = self
             .http
             .post(format!("{}/hooks/github", self.base))
-            .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Event", event)
             .header("X-GitHub-Delivery", delivery)
             .header("X-Hub-Signature-256", sig)
             .header("Content-Type", "application/json")
@@ -359,6 +356,42 @@ impl Api {
         let v = self.get("/api/v2/project/gh/acme/app/pipeline").await;
         v["items"].as_array().expect("items").len()
     }
+}
+
+/// A GitHub `push` delivery of `after` to `git_ref` of `full_name`.
+fn push_body(full_name: &str, git_ref: &str, after: &str) -> Value {
+    json!({
+        "ref": git_ref, "before": "0".repeat(40), "after": after,
+        "deleted": false,
+        "repository": {"full_name": full_name, "html_url": "https://github.invalid/x"},
+        "head_commit": {"id": after, "message": "Add the pipeline\n\nWith a body.",
+                        "timestamp": "2026-11-28T00:00:00Z", "url": "",
+                        "author": {"name": "E2E", "email": "e2e@example.com"}},
+        "sender": {"login": "octocat", "avatar_url": ""},
+    })
+}
+
+/// A GitHub `pull_request` delivery: `action` on PR `number` of `acme/app`, whose head
+/// is `head_ref` at `head_sha` in repository `head_repo`.
+fn pull_request_body(
+    action: &str,
+    number: u64,
+    head_repo: &str,
+    head_ref: &str,
+    head_sha: &str,
+    base_sha: &str,
+) -> Value {
+    json!({
+        "action": action, "number": number,
+        "repository": {"full_name": "acme/app"},
+        "pull_request": {
+            "html_url": format!("https://github.invalid/acme/app/pull/{number}"),
+            "title": "A change", "draft": false,
+            "head": {"ref": head_ref, "sha": head_sha, "repo": {"full_name": head_repo}},
+            "base": {"ref": "main", "sha": base_sha},
+        },
+        "sender": {"login": head_repo.split('/').next().unwrap(), "avatar_url": ""},
+    })
 }
 
 /// `gyre server` on PostgreSQL and S3 with its data under `dir`.
@@ -549,6 +582,143 @@ async fn sqlite_gyre_up_runs_a_webhook_pipeline() {
         .await;
     api.add_project(&repo).await;
     full_workflow(&api, &head, &[log]).await;
+}
+
+const PR_CONFIG: &str = r#"version: 2.1
+jobs:
+  env:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run:
+          name: show
+          command: echo "pr=[$CIRCLE_PULL_REQUEST] prs=[$CIRCLE_PULL_REQUESTS] num=[$CIRCLE_PR_NUMBER] user=[$CIRCLE_PR_USERNAME] repo=[$CIRCLE_PR_REPONAME] branch=[$CIRCLE_BRANCH] secret=[${DEPLOY_KEY:-unset}]"
+workflows:
+  main: {jobs: [env]}
+"#;
+
+/// Pull requests as GitHub sends them: a same-repository PR is recorded, and the next
+/// push to its branch carries its URL; a PR from a fork is built as `pull/<n>` from the
+/// project's own repository (`refs/pull/<n>/head`), with `CIRCLE_PR_*` and without the
+/// project's secrets; a closed PR is no longer attached to pushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pull_requests() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let base = fixture_repo_with(&repo, PR_CONFIG);
+    let port = free_port();
+    let log = tmp.path().join("up.log");
+    let logs = [log.clone()];
+    let mut cmd = gyre();
+    cmd.args(["up", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
+        .arg(common::helper());
+    let mut up = spawn(cmd, &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    let (status, body) = api
+        .post(
+            "/api/gyre/v1/projects",
+            json!({"slug": "gh/acme/app", "repo_url": repo.display().to_string(),
+                   "default_branch": "main", "webhook_secret": SECRET,
+                   "settings": {"build_fork_prs": true}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let output_of = |pipeline: Value| {
+        let api = &api;
+        let logs = &logs;
+        async move {
+            let id = pipeline["id"].as_str().expect("pipeline id").to_string();
+            let wfs = api.get(&format!("/api/v2/pipeline/{id}/workflow")).await;
+            let wf = wfs["items"][0]["id"]
+                .as_str()
+                .expect("workflow")
+                .to_string();
+            api.wait_job(&wf, "env", "success", logs).await;
+            let number = api.job_number(&wf, "env").await;
+            api.step_output(number, "show").await
+        }
+    };
+
+    // A same-repository PR: noted, nothing built; the push of its branch carries it.
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("feature.txt"), "1").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "A feature"]);
+    let feature = git(&repo, &["rev-parse", "HEAD"]);
+    let pr = pull_request_body("opened", 5, "acme/app", "feature", &feature, &base);
+    let (status, body) = api.hook("pull_request", "pr-5", pr, SECRET).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (200, Some("pull request #5 noted"))
+    );
+    assert_eq!(api.pipeline_count().await, 0);
+    let push = push_body("acme/app", "refs/heads/feature", &feature);
+    let (status, body) = api.hook("push", "push-1", push, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    let out = output_of(body).await;
+    let url5 = "https://github.invalid/acme/app/pull/5";
+    assert!(
+        out.contains(&format!(
+            "pr=[{url5}] prs=[{url5}] num=[] user=[] repo=[] branch=[feature]"
+        )),
+        "{out}"
+    );
+
+    // A PR from a fork: GitHub keeps its head at refs/pull/7/head of the base repository.
+    let fork = tmp.path().join("fork");
+    git(
+        tmp.path(),
+        &["clone", "-q", &repo.display().to_string(), "fork"],
+    );
+    git(&fork, &["checkout", "-q", "-b", "patch-1", "origin/main"]);
+    std::fs::write(fork.join("fork.txt"), "from a fork").unwrap();
+    git(&fork, &["add", "-A"]);
+    git(&fork, &["commit", "-qm", "A fork's change"]);
+    let forked = git(&fork, &["rev-parse", "HEAD"]);
+    git(
+        &repo,
+        &[
+            "fetch",
+            "-q",
+            &fork.display().to_string(),
+            "patch-1:refs/pull/7/head",
+        ],
+    );
+    let pr = pull_request_body("opened", 7, "forker/app", "patch-1", &forked, &base);
+    let (status, body) = api.hook("pull_request", "pr-7", pr, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    let pipeline = api
+        .get(&format!(
+            "/api/v2/pipeline/{}",
+            body["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(pipeline["vcs"]["branch"], "pull/7", "{pipeline}");
+    assert_eq!(pipeline["vcs"]["revision"], forked.as_str(), "{pipeline}");
+    let out = output_of(body).await;
+    let url7 = "https://github.invalid/acme/app/pull/7";
+    assert!(
+        out.contains(&format!(
+            "pr=[{url7}] prs=[{url7}] num=[7] user=[forker] repo=[app] branch=[pull/7] secret=[unset]"
+        )),
+        "{out}"
+    );
+
+    // Closed: the next push of the branch has no pull request.
+    let pr = pull_request_body("closed", 5, "acme/app", "feature", &feature, &base);
+    let (status, _) = api.hook("pull_request", "pr-5-closed", pr, SECRET).await;
+    assert_eq!(status, 200);
+    std::fs::write(repo.join("feature.txt"), "2").unwrap();
+    git(&repo, &["commit", "-qam", "More"]);
+    let again = git(&repo, &["rev-parse", "HEAD"]);
+    let push = push_body("acme/app", "refs/heads/feature", &again);
+    let (status, body) = api.hook("push", "push-2", push, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    let out = output_of(body).await;
+    assert!(out.contains("pr=[] prs=[] num=[]"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
