@@ -137,7 +137,10 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
         // Other servers may enqueue too: look again at least every second.
-        let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified).await;
+        tokio::select! {
+            () = app.stopped() => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
+        }
     }
 }
 

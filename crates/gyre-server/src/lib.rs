@@ -75,6 +75,9 @@ pub struct App {
     pub logs: logs::Hub,
     /// Woken when tasks are enqueued (long-polling claims wait on it).
     pub queue: Notify,
+    /// Set when the server begins to shut down: long polls and live streams end, so
+    /// the graceful shutdown does not wait on them.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -87,7 +90,14 @@ impl App {
             mirrors,
             logs: logs::Hub::default(),
             queue: Notify::new(),
+            stopping: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Resolves once the server is shutting down.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// Something changed in a workflow; `enqueued` when tasks were queued.
@@ -168,10 +178,11 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    let result = axum::serve(listener, router(app))
+    let result = axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+            app.stopping.send_replace(true);
         })
         .await;
     hk.abort();

@@ -235,7 +235,12 @@ async fn stream_log(
         }
         let mut complete = complete;
         while !complete {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await {
+            let next = tokio::select! {
+                // The server is stopping: the client reconnects (with `from`) elsewhere.
+                () = app2.stopped() => return,
+                next = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()) => next,
+            };
+            match next {
                 Ok(Ok(Msg::Event(e))) => {
                     if last.is_some_and(|l| e.seq <= l) {
                         continue;

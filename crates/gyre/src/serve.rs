@@ -287,14 +287,17 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
         }
         println!("  agent: built in, resource classes {}", classes.join(", "));
         println!("Add a project:  gyre project add gh/<org>/<repo> --repo <git URL or path>");
+        // The agent stops first (its running tasks finish and report to the server),
+        // then the server.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (server_stop_tx, server_stop_rx) = tokio::sync::watch::channel(false);
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let server_task = tokio::spawn(gyre_server::serve(
             s.app.clone(),
             s.listener,
-            wait(stop_rx.clone()),
+            wait(server_stop_rx),
         ));
         let config = AgentConfig::new(
             s.url.clone(),
@@ -314,6 +317,7 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
             r = agent_task => { if let Ok(Err(e)) = r { eprintln!("agent: {e}"); } }
             _ = ctrl_c() => {}
         }
+        let _ = server_stop_tx.send(true);
         let _ = server_task.await;
         Ok(ExitCode::SUCCESS)
     })

@@ -721,6 +721,107 @@ async fn sqlite_pull_requests() {
     assert!(out.contains("pr=[] prs=[] num=[]"), "{out}");
 }
 
+const SLOW_CONFIG: &str = r#"version: 2.1
+jobs:
+  slow:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run: {name: slow, command: "echo started; sleep 3; echo finished"}
+workflows:
+  main: {jobs: [slow]}
+"#;
+
+/// SIGTERM to `gyre up` while a job runs and a reader follows its live log: the job
+/// finishes and is recorded, the reader's stream ends, and gyre exits 0. Started again
+/// on the same data directory, it shows the job `success` with its whole output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_gyre_up_stops_gracefully() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, SLOW_CONFIG);
+    let port = free_port();
+    let log = tmp.path().join("up.log");
+    let up_cmd = || {
+        let mut cmd = gyre();
+        cmd.args(["up", "--data-dir"])
+            .arg(tmp.path().join("data"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
+            .arg(common::helper());
+        cmd
+    };
+    let mut up = spawn(up_cmd(), &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    api.add_project(&repo).await;
+    let wf = api.trigger(json!({})).await;
+    api.wait_job(&wf, "slow", "running", std::slice::from_ref(&log))
+        .await;
+    let number = api.job_number(&wf, "slow").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !api
+        .try_step_output(number, "slow")
+        .await
+        .is_some_and(|o| o.contains("started"))
+    {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A live reader of the task's log.
+    let agents = api.get("/api/gyre/v1/agents").await;
+    let task = agents["items"][0]["running_tasks"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no running task: {agents}"))
+        .to_string();
+    let mut reader = api
+        .http
+        .get(format!("{}/api/gyre/v1/tasks/{task}/log", api.base))
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .expect("SSE");
+    assert_eq!(reader.status().as_u16(), 200);
+
+    let pid = up.0.id().to_string();
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = up.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "gyre up did not stop:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "gyre up exited {status}");
+    // The reader's stream ended (it did not hold the shutdown up).
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = reader.chunk().await {}
+    })
+    .await;
+    assert!(drained.is_ok(), "the live log stream did not end");
+
+    let mut up = spawn(up_cmd(), &tmp.path().join("up-2.log"), "gyre up (again)");
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    let jobs = api.jobs(&wf).await;
+    assert!(
+        jobs.iter().any(|(n, s)| n == "slow" && s == "success"),
+        "the job finished during the shutdown: {jobs:?}"
+    );
+    let out = api.step_output(number, "slow").await;
+    assert!(out.contains("started") && out.contains("finished"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_s3_two_agents_survive_a_killed_agent() {
     let db = pg_support::postgres().await;
