@@ -82,7 +82,9 @@ pub(crate) fn encode(
 pub(crate) fn decode(sealed: &[u8]) -> Result<Sealed<'_>> {
     let malformed = |reason| Error::Malformed { reason };
     if sealed.len() < MAGIC.len() || &sealed[..MAGIC.len()] != MAGIC {
-        return Err(malformed("it does not start with the gyre secret magic bytes"));
+        return Err(malformed(
+            "it does not start with the gyre secret magic bytes",
+        ));
     }
     let version = *sealed
         .get(MAGIC.len())
@@ -121,8 +123,13 @@ pub(crate) fn open_payload(
     data_key: &[u8; KEY_LEN],
     wrapper: impl FnOnce() -> String,
 ) -> Result<Vec<u8>> {
-    aead_decrypt(&cipher(data_key), &sealed.nonce, sealed.ciphertext, sealed.header)
-        .ok_or_else(|| Error::Decrypt { wrapper: wrapper() })
+    aead_decrypt(
+        &cipher(data_key),
+        &sealed.nonce,
+        sealed.ciphertext,
+        sealed.header,
+    )
+    .ok_or_else(|| Error::Decrypt { wrapper: wrapper() })
 }
 
 /// A fresh random AES-256 key.

@@ -68,7 +68,8 @@ pub struct Secrets {
 
 /// The master key: a closed set of wrappers.
 enum Wrapper {
-    Local(LocalKey),
+    /// Boxed: the expanded AES key schedule is large.
+    Local(Box<LocalKey>),
     Transit(Transit),
 }
 
@@ -77,7 +78,8 @@ impl Secrets {
     /// parent directories) when missing. A file of another size, not a regular file, or
     /// with any group or other permission bit is refused with an error naming the file.
     pub fn local(path: &Path) -> Result<Secrets> {
-        Ok(Secrets::from(Wrapper::Local(LocalKey::load_or_create(path)?)))
+        let key = LocalKey::load_or_create(path)?;
+        Ok(Secrets::from(Wrapper::Local(Box::new(key))))
     }
 
     /// Vault/OpenBao transit: `addr` like `http://127.0.0.1:8200`, a `token`, and the
@@ -89,7 +91,9 @@ impl Secrets {
     /// Use `https://` for anything but a loopback address: data keys travel to Vault and
     /// back in the request bodies.
     pub fn transit(addr: &str, token: &str, key: &str) -> Result<Secrets> {
-        Ok(Secrets::from(Wrapper::Transit(Transit::new(addr, token, key)?)))
+        Ok(Secrets::from(Wrapper::Transit(Transit::new(
+            addr, token, key,
+        )?)))
     }
 
     /// Sets the transit engine's mount path (default `transit`; may be nested, like
@@ -174,7 +178,10 @@ impl From<Wrapper> for Secrets {
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.wrapper {
-            Wrapper::Local(_) => f.debug_struct("Secrets").field("wrapper", &"local").finish(),
+            Wrapper::Local(_) => f
+                .debug_struct("Secrets")
+                .field("wrapper", &"local")
+                .finish(),
             Wrapper::Transit(transit) => f
                 .debug_struct("Secrets")
                 .field("wrapper", &"transit")

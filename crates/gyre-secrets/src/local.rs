@@ -67,12 +67,7 @@ impl LocalKey {
         let aad = format::kind_prefix(Kind::Local);
         let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
         wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&format::aead_encrypt(
-            &self.cipher,
-            &nonce,
-            data_key,
-            &aad,
-        )?);
+        wrapped.extend_from_slice(&format::aead_encrypt(&self.cipher, &nonce, data_key, &aad)?);
         Ok(wrapped)
     }
 

@@ -55,7 +55,7 @@ struct ErrorBody {
 impl Transit {
     pub(crate) fn new(addr: &str, token: &str, key: &str) -> Result<Transit> {
         let config_error = |reason: String| Error::TransitConfig { reason };
-        let url = url::Url::parse(addr)
+        let mut url = url::Url::parse(addr)
             .map_err(|e| config_error(format!("address {addr:?} is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https")
             || url.host_str().is_none()
@@ -64,6 +64,9 @@ impl Transit {
             || !url.username().is_empty()
             || url.password().is_some()
         {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+            }
             return Err(config_error(format!(
                 "address {:?} must be http(s)://host[:port] with no credentials, query or fragment",
                 url.as_str()
@@ -154,12 +157,7 @@ impl Transit {
     }
 
     /// `POST {addr}/v1/{mount}/{action}/{key}`; the body of a successful answer.
-    async fn post(
-        &self,
-        op: &'static str,
-        action: &str,
-        body: Vec<u8>,
-    ) -> Result<Vec<u8>> {
+    async fn post(&self, op: &'static str, action: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         let url = format!("{}/v1/{}/{action}/{}", self.addr, self.mount, self.key);
         let response = self
             .http

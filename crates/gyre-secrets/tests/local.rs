@@ -29,7 +29,13 @@ fn open_err(secrets: &Secrets, sealed: &[u8]) -> Error {
 async fn round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let secrets = local(dir.path());
-    for plaintext in [&b""[..], b"x", PLAINTEXT, "ünïcødé 🔑".as_bytes(), &[0u8; 1 << 20]] {
+    for plaintext in [
+        &b""[..],
+        b"x",
+        PLAINTEXT,
+        "ünïcødé 🔑".as_bytes(),
+        &[0u8; 1 << 20],
+    ] {
         let sealed = secrets.seal(plaintext).await.unwrap();
         assert_eq!(secrets.open(&sealed).await.unwrap(), plaintext);
     }
@@ -114,13 +120,22 @@ fn garbage_gives_clear_errors() {
     check(b"", not_ours);
     check(b"hunter2", not_ours);
     check(b"gys", "not a gyre sealed secret: truncated header");
-    check(b"gys\x01\x01\x00", "not a gyre sealed secret: truncated header");
+    check(
+        b"gys\x01\x01\x00",
+        "not a gyre sealed secret: truncated header",
+    );
     check(
         b"gys\x02\x01\x00\x00",
         "sealed secret has format version 2; this gyre reads version 1 only",
     );
-    check(b"gys\x01\x07\x00\x00", "not a gyre sealed secret: unknown wrapper kind");
-    check(b"gys\x01\x01\x00\x3c", "not a gyre sealed secret: truncated");
+    check(
+        b"gys\x01\x07\x00\x00",
+        "not a gyre sealed secret: unknown wrapper kind",
+    );
+    check(
+        b"gys\x01\x01\x00\x3c",
+        "not a gyre sealed secret: truncated",
+    );
     check(
         &[&b"gys\x01\x01\x00\x01"[..], &[0; 40]].concat(),
         "not a gyre sealed secret: wrapped data key has the wrong length",
@@ -168,7 +183,13 @@ fn bad_key_files_are_refused_with_clear_errors() {
     check("other-write", &[7; 32], 0o602, &mode("0602"));
 
     let err = Secrets::local(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::KeyFilePermissions { .. } | Error::KeyFileType { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::KeyFilePermissions { .. } | Error::KeyFileType { .. }
+        ),
+        "{err:?}"
+    );
     let sub = dir.path().join("dir");
     std::fs::create_dir(&sub).unwrap();
     std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -184,7 +205,9 @@ fn a_good_existing_key_file_is_used() {
     let path = dir.path().join("master.key");
     std::fs::write(&path, [42u8; 32]).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
-    let sealed = rt().block_on(Secrets::local(&path).unwrap().seal(PLAINTEXT)).unwrap();
+    let sealed = rt()
+        .block_on(Secrets::local(&path).unwrap().seal(PLAINTEXT))
+        .unwrap();
     let copy = dir.path().join("copy.key");
     std::fs::copy(&path, &copy).unwrap();
     let opened = rt().block_on(Secrets::local(&copy).unwrap().open(&sealed));

@@ -32,7 +32,7 @@ impl Bao {
                 .port();
             let child = Command::new(&binary)
                 // -dev-no-store-token: leave the user's token helper (~/.vault-token) alone.
-            .args(["server", "-dev", "-dev-no-store-token"])
+                .args(["server", "-dev", "-dev-no-store-token"])
                 .arg(format!("-dev-root-token-id={token}"))
                 .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
                 .stdin(Stdio::null())
