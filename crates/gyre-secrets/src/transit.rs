@@ -124,12 +124,11 @@ impl Transit {
     /// Wraps a data key; the result is Vault's `vault:vN:…` ciphertext.
     pub(crate) async fn wrap(&self, data_key: &[u8; KEY_LEN]) -> Result<Vec<u8>> {
         let op = "encrypt";
+        // Best effort: the request body itself is owned by the HTTP client once sent.
         let plaintext = Zeroizing::new(BASE64.encode(data_key));
-        let body = Zeroizing::new(
-            serde_json::to_vec(&serde_json::json!({ "plaintext": plaintext.as_str() }))
-                .expect("a JSON object serializes"),
-        );
-        let bytes = self.post(op, "encrypt", body.to_vec()).await?;
+        let body = serde_json::to_vec(&serde_json::json!({ "plaintext": plaintext.as_str() }))
+            .expect("a JSON object serializes");
+        let bytes = self.post(op, "encrypt", body).await?;
         let response: Response<EncryptData> =
             serde_json::from_slice(&bytes).map_err(|_| self.response_error(op, "not JSON"))?;
         Ok(response.data.ciphertext.into_bytes())
