@@ -113,8 +113,17 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
             .claim_task(agent.id, &classes, now, app.config.lease)
             .await?
         {
-            let spec = serde_json::from_value(task.payload.clone())
+            let mut spec: gyre_protocol::TaskSpec = serde_json::from_value(task.payload.clone())
                 .map_err(|e| ApiError::internal("stored task spec", e))?;
+            // Project secrets are read now, never stored with the task.
+            let project = app
+                .store
+                .project_of_workflow(task.key.workflow)
+                .await?
+                .ok_or_else(|| ApiError::internal("claiming a task", "its project is gone"))?;
+            let fork_pr = spec.job.fork_pull_request.is_some();
+            let secrets = crate::envvars::for_job(&app, &project, fork_pr).await?;
+            spec.environment.extend(secrets);
             let event = Event::TaskStarted {
                 task: task.key.task,
             };

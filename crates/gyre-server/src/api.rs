@@ -91,7 +91,7 @@ pub async fn caller(app: &App, headers: &HeaderMap, query: Option<&str>) -> ApiR
     }
 }
 
-fn time(m: Millis) -> String {
+pub(crate) fn time(m: Millis) -> String {
     let secs = m.0.div_euclid(1000);
     let ms = m.0.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -130,7 +130,7 @@ pub fn normalize_slug(slug: &str) -> String {
     format!("{vcs}/{rest}")
 }
 
-async fn project_of(app: &App, vcs: &str, org: &str, repo: &str) -> ApiResult<Project> {
+pub(crate) async fn project_of(app: &App, vcs: &str, org: &str, repo: &str) -> ApiResult<Project> {
     let slug = normalize_slug(&format!("{vcs}/{org}/{repo}"));
     app.store
         .project_by_slug(&slug)

@@ -14,6 +14,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod auth;
+pub mod envvars;
 pub mod error;
 pub mod git;
 pub mod github;
@@ -51,6 +52,8 @@ pub struct ServerConfig {
     pub lease: Duration,
     /// An agent that has not sent a heartbeat for this long is `down`.
     pub agent_timeout: Duration,
+    /// Seals project environment variables at rest; without it they cannot be set.
+    pub secrets: Option<gyre_secrets::Secrets>,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             public_url,
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(60),
+            secrets: None,
         }
     }
 }
@@ -112,6 +116,7 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     let routes = Router::new()
         .merge(api::routes())
+        .merge(envvars::routes())
         .merge(hooks::routes())
         .merge(logs::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -156,6 +156,28 @@ impl Store {
         row.as_ref().map(project_from_row).transpose()
     }
 
+    /// The project a workflow belongs to, if the workflow exists.
+    pub async fn project_of_workflow(
+        &self,
+        workflow: WorkflowId,
+    ) -> Result<Option<Project>, Error> {
+        let cols: Vec<String> = PROJECT_COLS
+            .split(", ")
+            .map(|c| format!("p.{c} AS {c}"))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM workflows w JOIN pipelines pl ON pl.id = w.pipeline_id \
+             JOIN projects p ON p.id = pl.project_id WHERE w.id = $1",
+            cols.join(", ")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to_i64("workflow id", workflow.0)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("project_of_workflow"))?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
     /// Records a webhook delivery id. `true` the first time this id is seen, `false`
     /// for every repeat, also when repeats race each other.
     pub async fn record_delivery(&self, delivery_id: &str, now: Millis) -> Result<bool, Error> {

@@ -34,6 +34,24 @@ pub struct ServerArgs {
     /// `infrastructure_fail` and retried once).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     lease_secs: u64,
+    /// Seal secrets with Vault's or OpenBao's transit engine at this address instead of
+    /// the local master key (the data directory's master-key file).
+    #[arg(long, value_name = "URL", env = "GYRE_VAULT_ADDR")]
+    vault_addr: Option<String>,
+    /// Token for --vault-addr.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "VAULT_TOKEN",
+        hide_env_values = true
+    )]
+    vault_token: Option<String>,
+    /// Transit key name (created when missing).
+    #[arg(long, value_name = "NAME", default_value = "gyre")]
+    vault_transit_key: String,
+    /// Mount path of the transit engine.
+    #[arg(long, value_name = "PATH", default_value = "transit")]
+    vault_transit_mount: String,
 }
 
 /// The agent side.
@@ -186,7 +204,25 @@ async fn start_server(args: &ServerArgs) -> anyhow::Result<Started> {
         .unwrap_or_else(|| format!("http://{addr}"))
         .trim_end_matches('/')
         .to_string();
+    let secrets = match &args.vault_addr {
+        None => gyre_secrets::Secrets::local(&data_dir.join("master-key"))
+            .context("opening the local master key")?,
+        Some(addr) => {
+            let token = args
+                .vault_token
+                .as_deref()
+                .context("--vault-addr needs a token: --vault-token or VAULT_TOKEN")?;
+            let s = gyre_secrets::Secrets::transit(addr, token, &args.vault_transit_key)
+                .and_then(|s| s.with_mount(&args.vault_transit_mount))
+                .context("configuring Vault transit")?;
+            s.ensure_key()
+                .await
+                .context("checking the Vault transit key")?;
+            s
+        }
+    };
     let mut config = ServerConfig::new(token.clone(), &data_dir, url.clone());
+    config.secrets = Some(secrets);
     config.orb_dir = args.orb_dir.clone();
     config.lease = Duration::from_secs(args.lease_secs.max(1));
     let app = App::new(config, store, blobs);
@@ -198,6 +234,14 @@ async fn start_server(args: &ServerArgs) -> anyhow::Result<Started> {
         new_token,
         data_dir,
     })
+}
+
+/// What seals secrets, for the start-up banner.
+fn secrets_of(app: &App) -> String {
+    app.config
+        .secrets
+        .as_ref()
+        .map_or_else(|| "nothing".to_string(), gyre_secrets::Secrets::describe)
 }
 
 /// A URL without its password.
@@ -282,6 +326,7 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
                 s.data_dir.display()
             );
         }
+        println!("  secrets: sealed with {}", secrets_of(&s.app));
         if let Some(n) = note {
             println!("  note: {n}");
         }
@@ -335,6 +380,7 @@ pub fn server(server: ServerArgs) -> anyhow::Result<ExitCode> {
             );
             println!("    {}", s.token);
         }
+        println!("  secrets: sealed with {}", secrets_of(&s.app));
         gyre_server::serve(s.app, s.listener, ctrl_c()).await?;
         Ok(ExitCode::SUCCESS)
     })

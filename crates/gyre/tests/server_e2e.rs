@@ -5,6 +5,9 @@
 //! signature, 200 copies of one delivery, an agent killed with SIGKILL mid-job.
 
 #[allow(dead_code)]
+#[path = "../../gyre-secrets/tests/support/mod.rs"]
+mod bao_support;
+#[allow(dead_code)]
 #[path = "../../gyre-blob/tests/support/mod.rs"]
 mod blob_support;
 mod common;
@@ -626,6 +629,69 @@ async fn sqlite_pull_requests() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    // Project environment variables: write-only, masked, CircleCI's codes and messages.
+    let envvar = "/api/v2/project/gh/acme/app/envvar";
+    for (name, value) in [("DEPLOY_KEY", "hunter2-secret"), ("SHORT", "abc")] {
+        let (status, body) = api
+            .post(envvar, json!({"name": name, "value": value}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let list = api.get(envvar).await;
+    assert_eq!(list["items"][0]["name"], "DEPLOY_KEY", "{list}");
+    assert_eq!(list["items"][0]["value"], "xxxxcret", "{list}");
+    assert_eq!(list["items"][1]["value"], "xxxx", "{list}");
+    assert!(!list.to_string().contains("hunter2"), "{list}");
+    let one = api.get(&format!("{envvar}/SHORT")).await;
+    assert_eq!(
+        (&one["name"], &one["value"]),
+        (&json!("SHORT"), &json!("xxxx"))
+    );
+    let (status, body) = api
+        .post(envvar, json!({"name": "1-BAD", "value": "x"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api.post(envvar, json!({"name": "X"})).await;
+    assert_eq!(status, 400, "{body}");
+    let delete = |name: &str| {
+        api.http
+            .delete(format!("{}{envvar}/{name}", api.base))
+            .header("Circle-Token", TOKEN)
+            .send()
+    };
+    let r = delete("SHORT").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = delete("SHORT").await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "Environment variable not found.");
+    assert_eq!(
+        api.get(envvar).await["items"].as_array().map(Vec::len),
+        Some(1)
+    );
+    // Sealed at rest: the value is nowhere in the database files (WAL included), while
+    // its name is (so this search does see what was written).
+    let mut db = Vec::new();
+    for entry in std::fs::read_dir(tmp.path().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("gyre.db")
+        {
+            db.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(
+        db.windows(10).any(|w| w == b"DEPLOY_KEY"),
+        "the search sees nothing"
+    );
+    assert!(
+        !db.windows(7).any(|w| w == b"hunter2"),
+        "plaintext in gyre.db"
+    );
+
     let output_of = |pipeline: Value| {
         let api = &api;
         let logs = &logs;
@@ -662,7 +728,7 @@ async fn sqlite_pull_requests() {
     let url5 = "https://github.invalid/acme/app/pull/5";
     assert!(
         out.contains(&format!(
-            "pr=[{url5}] prs=[{url5}] num=[] user=[] repo=[] branch=[feature]"
+            "pr=[{url5}] prs=[{url5}] num=[] user=[] repo=[] branch=[feature] secret=[****]"
         )),
         "{out}"
     );
@@ -952,7 +1018,8 @@ jobs:
           command: for i in $(seq 1 << pipeline.parameters.lines >>); do echo "line $i"; sleep 0.1; done
   after:
     docker: [{image: gyre-test/busybox:latest}]
-    steps: [{run: echo after the restart}]
+    steps:
+      - run: {name: after, command: 'echo "after the restart key=[$DEPLOY_KEY]"; test "$DEPLOY_KEY" = "hunter2-secret" && echo the key matches'}
 parameters:
   lines: {type: integer, default: 80}
 workflows:
@@ -978,16 +1045,31 @@ async fn postgres_server_restart_mid_workflow_loses_nothing() {
     let second_log = tmp.path().join("server-2.log");
     let agent_log = tmp.path().join("agent.log");
     let logs = vec![server_log.clone(), second_log.clone(), agent_log.clone()];
-    let mut server = spawn(
-        server_cmd(tmp.path(), port, &db.url, &blobs.url, 8),
-        &server_log,
-        "gyre server",
-    );
+    // Secrets sealed by OpenBao's transit engine, as in production.
+    let bao = bao_support::Bao::start().await;
+    let server_cmd = || {
+        let mut cmd = server_cmd(tmp.path(), port, &db.url, &blobs.url, 8);
+        cmd.args(["--vault-addr", &bao.addr])
+            .env("VAULT_TOKEN", &bao.token);
+        cmd
+    };
+    let mut server = spawn(server_cmd(), &server_log, "gyre server");
     let api = Api::new(port);
     api.wait_up(&mut [&mut server], std::slice::from_ref(&server_log))
         .await;
     let _agent = spawn(agent_cmd(&api.base, "agent-r"), &agent_log, "gyre agent");
     api.add_project(&repo).await;
+    let (status, body) = api
+        .post(
+            "/api/v2/project/gh/acme/app/envvar",
+            json!({"name": "DEPLOY_KEY", "value": "hunter2-secret"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["value"]),
+        (201, &json!("xxxxcret")),
+        "{body}"
+    );
     let wf = api.trigger(json!({"lines": LINES})).await;
     api.wait_job(&wf, "count", "running", &logs).await;
     let number = api.job_number(&wf, "count").await;
@@ -1012,11 +1094,7 @@ async fn postgres_server_restart_mid_workflow_loses_nothing() {
     server.0.kill().expect("kill -9 the server");
     let _ = server.0.wait();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut server = spawn(
-        server_cmd(tmp.path(), port, &db.url, &blobs.url, 8),
-        &second_log,
-        "gyre server (restarted)",
-    );
+    let mut server = spawn(server_cmd(), &second_log, "gyre server (restarted)");
     api.wait_up(&mut [&mut server], std::slice::from_ref(&second_log))
         .await;
 
@@ -1047,6 +1125,15 @@ async fn postgres_server_restart_mid_workflow_loses_nothing() {
         &seen_lines[..],
         "a line acknowledged before the crash changed"
     );
+    // The secret reached the job (sealed by transit, opened by the restarted server)
+    // and never its log.
+    let after = api.job_number(&wf, "after").await;
+    let out = api.step_output(after, "after").await;
+    assert!(
+        out.contains("key=[****]") && out.contains("the key matches"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
     // The agent did see the outage (the crash happened while it was sending).
     let agent_text = std::fs::read_to_string(&agent_log).unwrap_or_default();
     assert!(
