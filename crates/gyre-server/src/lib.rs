@@ -23,6 +23,7 @@ pub mod ids;
 pub mod intake;
 pub mod logs;
 pub mod orchestrate;
+pub mod tokens;
 pub mod trigger;
 
 use axum::Router;
@@ -117,6 +118,7 @@ pub fn router(app: Arc<App>) -> Router {
     let routes = Router::new()
         .merge(api::routes())
         .merge(envvars::routes())
+        .merge(tokens::routes())
         .merge(hooks::routes())
         .merge(logs::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))

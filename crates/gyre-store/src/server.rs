@@ -499,6 +499,35 @@ impl Store {
         row.map(|r| get(&r, "api_tokens", "login")).transpose()
     }
 
+    /// Every API token: `(hash, login, created_at)`, oldest first.
+    pub async fn api_tokens(&self) -> Result<Vec<(String, String, Millis)>, Error> {
+        let rows = sqlx::query(
+            "SELECT token_hash, login, created_at FROM api_tokens ORDER BY created_at, token_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("api_tokens"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "api_tokens", "token_hash")?,
+                    get(r, "api_tokens", "login")?,
+                    Millis(get(r, "api_tokens", "created_at")?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes the API token with this hash; `false` when there was none.
+    pub async fn delete_api_token(&self, token_hash: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(query("delete_api_token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Running tasks per agent (for `gyre admin nodes`).
     pub async fn running_tasks(&self) -> Result<Vec<Task>, Error> {
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE status = 'running'");

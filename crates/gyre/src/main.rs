@@ -67,6 +67,23 @@ enum AdminCommand {
         #[command(flatten)]
         remote: serve::Remote,
     },
+    /// Personal API tokens: create one for a login (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+        #[command(flatten)]
+        remote: serve::Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for LOGIN; it is printed once.
+    Create { login: String },
+    /// List tokens (ids and logins; never the tokens).
+    List,
+    /// Revoke the token with this id (or a unique prefix of at least 8 digits).
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +152,14 @@ fn main() -> ExitCode {
         Command::Project(ProjectCommand::Add(p)) => serve::project_add(p),
         Command::Admin(AdminCommand::Nodes { action, remote }) => {
             serve::nodes(remote, action.map(|NodesAction::Drain { id }| id))
+        }
+        Command::Admin(AdminCommand::Token { action, remote }) => {
+            let action = match action {
+                TokenCommand::Create { login } => serve::TokenAction::Create { login },
+                TokenCommand::List => serve::TokenAction::List,
+                TokenCommand::Revoke { id } => serve::TokenAction::Revoke { id },
+            };
+            serve::tokens(remote, action)
         }
     };
     match result {

@@ -94,10 +94,15 @@ pub struct AgentCmd {
 #[derive(clap::Args)]
 pub struct Remote {
     /// The server's URL (default: $GYRE_SERVER, else http://127.0.0.1:8080).
-    #[arg(long, env = "GYRE_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "GYRE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     server: String,
     /// API token (default: $GYRE_TOKEN, else the admin token `gyre up` saved).
-    #[arg(long, env = "GYRE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "GYRE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
 }
 
@@ -524,6 +529,55 @@ pub fn nodes(remote: Remote, drain: Option<u64>) -> anyhow::Result<ExitCode> {
                     running.join(" ")
                 }
             );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What `gyre admin token` does.
+pub enum TokenAction {
+    Create { login: String },
+    List,
+    Revoke { id: String },
+}
+
+/// `gyre admin token create|list|revoke`.
+pub fn tokens(remote: Remote, action: TokenAction) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let path = "/api/gyre/v1/tokens";
+        match action {
+            TokenAction::Create { login } => {
+                let body = serde_json::json!({ "login": login });
+                let out = call(&remote, reqwest::Method::POST, path, Some(body)).await?;
+                println!(
+                    "token {} for {} (shown once):",
+                    out["id"].as_str().unwrap_or_default(),
+                    login
+                );
+                println!("  {}", out["token"].as_str().unwrap_or_default());
+            }
+            TokenAction::List => {
+                let out = call(&remote, reqwest::Method::GET, path, None).await?;
+                println!("{:<18} {:<26} LOGIN", "ID", "CREATED");
+                for t in out["items"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<18} {:<26} {}",
+                        t["id"].as_str().unwrap_or_default(),
+                        t["created_at"].as_str().unwrap_or_default(),
+                        t["login"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+            TokenAction::Revoke { id } => {
+                let out = call(
+                    &remote,
+                    reqwest::Method::DELETE,
+                    &format!("{path}/{id}"),
+                    None,
+                )
+                .await?;
+                println!("{}", out["message"].as_str().unwrap_or_default());
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

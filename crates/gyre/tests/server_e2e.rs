@@ -1325,6 +1325,69 @@ async fn bad_input_gets_json_errors() {
     assert_eq!(s, 201, "{b}");
     let (s, _) = api.push_hook_to("acme/late", "late-1", &head, SECRET).await;
     assert_eq!(s, 200, "a processed delivery is remembered");
+    // Personal API tokens through the CLI: created (shown once), used, listed, revoked.
+    let admin = |args: &[&str]| {
+        let out = gyre()
+            .args(["admin", "token"])
+            .args(args)
+            .args(["--server", &api.base, "--token", TOKEN])
+            .output()
+            .expect("gyre admin token");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let created = admin(&["create", "alice"]);
+    let token = created
+        .lines()
+        .nth(1)
+        .expect("the token line")
+        .trim()
+        .to_string();
+    let id = created
+        .split_whitespace()
+        .nth(1)
+        .expect("the id")
+        .to_string();
+    let as_alice = |method: reqwest::Method, path: &str| {
+        raw(method, path).header("Circle-Token", token.clone())
+    };
+    let me: Value = as_alice(reqwest::Method::GET, "/api/v2/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["login"], "alice", "{me}");
+    let r = as_alice(reqwest::Method::POST, "/api/gyre/v1/tokens")
+        .json(&json!({"login": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 403, &r.json().await.unwrap());
+    let listed = admin(&["list"]);
+    assert!(listed.contains(&id) && listed.contains("alice"), "{listed}");
+    assert!(
+        !listed.contains(&token),
+        "a listed token is never shown again"
+    );
+    admin(&["revoke", &id]);
+    let r = as_alice(reqwest::Method::GET, "/api/v2/me")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    check(s, 401, &r.json().await.unwrap());
+    let (s, b) = api
+        .post("/api/gyre/v1/tokens", json!({"login": "no spaces"}))
+        .await;
+    check(s, 400, &b);
     // A slug sent as one encoded segment routes like the plain one.
     let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
     assert_eq!(
