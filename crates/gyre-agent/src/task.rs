@@ -73,6 +73,7 @@ async fn run_inner(
 
     let executor_config = ExecutorConfig::new(&config.work_dir, &config.helper)
         .job_network(config.job_network.clone())
+        .label("gyre.agent", config.name.clone())
         .storage(Arc::new(HttpStorage::from_client(client.clone())));
     let ended = execute(&assignment, executor_config, &mut sink, &mut state).await;
 

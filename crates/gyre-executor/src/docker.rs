@@ -325,10 +325,7 @@ impl DockerExecutor {
                     .collect(),
             ),
             hostname: spec.name.clone(),
-            labels: Some(HashMap::from([(
-                self.config.label.clone(),
-                task_id.to_owned(),
-            )])),
+            labels: Some(self.labels(task_id)),
             host_config: Some(host_config),
             ..Default::default()
         };
@@ -355,10 +352,7 @@ impl DockerExecutor {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
             ),
-            labels: Some(HashMap::from([(
-                self.config.label.clone(),
-                task_id.to_owned(),
-            )])),
+            labels: Some(self.labels(task_id)),
             host_config: Some(self.host_config(task, Some(format!("container:{primary}")))),
             ..Default::default()
         };
@@ -384,6 +378,14 @@ impl DockerExecutor {
             })?;
         cleanup.add(&created.id);
         Ok(created.id)
+    }
+
+    /// The labels of the task's containers: the task label and the configured extras.
+    fn labels(&self, task_id: &str) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> =
+            self.config.extra_labels.iter().cloned().collect();
+        labels.insert(self.config.label.clone(), task_id.to_owned());
+        labels
     }
 
     async fn start(&self, id: &str) -> Result<(), Error> {

@@ -105,6 +105,8 @@ pub struct ExecutorConfig {
     pub machine_home: Option<PathBuf>,
     /// Label put on every container, with the task's own id, so leftovers can be found.
     pub label: String,
+    /// More labels for every container (e.g. the agent's name).
+    pub extra_labels: Vec<(String, String)>,
 }
 
 impl ExecutorConfig {
@@ -119,6 +121,7 @@ impl ExecutorConfig {
             default_no_output_timeout: Duration::from_secs(600),
             machine_home: None,
             label: "gyre.task".to_owned(),
+            extra_labels: Vec::new(),
         }
     }
 
@@ -140,6 +143,12 @@ impl ExecutorConfig {
 
     pub fn default_no_output_timeout(mut self, timeout: Duration) -> Self {
         self.default_no_output_timeout = timeout;
+        self
+    }
+
+    /// Adds a label to every container.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra_labels.push((key.into(), value.into()));
         self
     }
 

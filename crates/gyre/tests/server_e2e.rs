@@ -999,11 +999,28 @@ async fn postgres_s3_two_agents_survive_a_killed_agent() {
         "{details}"
     );
 
-    // Leftover containers of the killed agent are labelled; remove them.
+    // Leftover containers of the killed agent carry its name; remove them (only them:
+    // other tests run their own containers meanwhile).
+    let victim_name = holder.expect("the victim");
+    let left = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=gyre.agent={victim_name}"),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        !String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "the killed agent's container carries its name"
+    );
     let _ = Command::new("sh")
         .args([
             "-c",
-            "docker ps -aq --filter label=gyre.task | xargs -r docker rm -f >/dev/null 2>&1",
+            &format!(
+                "docker ps -aq --filter label=gyre.agent={victim_name} | xargs -r docker rm -f >/dev/null 2>&1"
+            ),
         ])
         .status();
 }
