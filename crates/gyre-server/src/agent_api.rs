@@ -222,6 +222,7 @@ async fn events(
         ));
     }
     let mut through = None;
+    let mut stored_any = false;
     for e in batch.events {
         let (stream, data) = match e.kind {
             StepEventKind::Started { name, header } => (
@@ -255,7 +256,10 @@ async fn events(
             data,
         };
         match app.store.append_log_chunk(key, &chunk).await {
-            Ok(true) => app.logs.publish(key, logs::Live::from_chunk(&chunk)),
+            Ok(true) => {
+                stored_any = true;
+                app.logs.publish(key, logs::Live::from_chunk(&chunk));
+            }
             Ok(false) => {}
             Err(gyre_store::Error::ChunkConflict { seq, .. }) => {
                 return Err(ApiError::new(
@@ -266,6 +270,9 @@ async fn events(
             Err(e) => return Err(e.into()),
         }
         through = Some(through.map_or(e.seq, |t: u64| t.max(e.seq)));
+    }
+    if stored_any {
+        app.log_changed(key).await;
     }
     Ok(Json(EventsAck {
         stored_through: through,

@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub agent_timeout: Duration,
     /// Seals project environment variables at rest; without it they cannot be set.
     pub secrets: Option<gyre_secrets::Secrets>,
+    /// How often a live log reader checks SQL for events without being woken (events
+    /// stored by another replica wake it through PostgreSQL's NOTIFY at once).
+    pub live_poll: Duration,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             lease: Duration::from_secs(30),
             agent_timeout: Duration::from_secs(60),
             secrets: None,
+            live_poll: Duration::from_secs(2),
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct App {
     /// Set when the server begins to shut down: long polls and live streams end, so
     /// the graceful shutdown does not wait on them.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// This replica's name in notifications to the others (random per process).
+    pub instance: String,
 }
 
 impl App {
@@ -96,6 +102,7 @@ impl App {
             logs: logs::Hub::default(),
             queue: Notify::new(),
             stopping: tokio::sync::watch::channel(false).0,
+            instance: auth::new_token()[..12].to_string(),
         })
     }
 
@@ -103,6 +110,13 @@ impl App {
     pub async fn stopped(&self) {
         let mut rx = self.stopping.subscribe();
         let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Task `key` has new log events or ended: wake the live readers of other replicas.
+    pub async fn log_changed(&self, key: gyre_store::TaskKey) {
+        if let Err(e) = self.store.notify_log(&self.instance, key).await {
+            tracing::warn!(task = %key, error = %e, "notifying other replicas");
+        }
     }
 
     /// Something changed in a workflow; `enqueued` when tasks were queued.
@@ -159,6 +173,7 @@ async fn housekeeping_once(app: &App) -> Result<(), String> {
     for key in expired {
         tracing::warn!(task = %key, "lease expired: infrastructure_fail");
         app.logs.end(key);
+        app.log_changed(key).await;
         let event = gyre_core::Event::LeaseExpired { task: key.task };
         if let Err(e) = orchestrate::apply(app, key.workflow, vec![event]).await {
             tracing::error!(task = %key, error = %e, "applying an expired lease");
@@ -185,6 +200,7 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
+    let listener_task = tokio::spawn(logs::listen_to_replicas(app.clone()));
     let result = axum::serve(listener, router(app.clone()))
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -193,5 +209,6 @@ pub async fn serve(
         })
         .await;
     hk.abort();
+    listener_task.abort();
     result
 }

@@ -65,6 +65,8 @@ struct Archived {
 #[derive(Clone, Debug)]
 enum Msg {
     Event(Live),
+    /// Another replica stored events of the task (or ended it): read them from SQL.
+    Wake,
     End,
 }
 
@@ -90,6 +92,14 @@ impl Hub {
         let _ = self.sender(key).send(Msg::Event(event));
     }
 
+    /// Another replica has news of task `key`: wake its readers here, if any.
+    pub fn wake(&self, key: TaskKey) {
+        let map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(&key) {
+            let _ = s.send(Msg::Wake);
+        }
+    }
+
     /// The task's log is complete: readers get `end`, the channel goes away.
     pub fn end(&self, key: TaskKey) {
         let sender = {
@@ -102,6 +112,31 @@ impl Hub {
     }
 }
 
+/// Wakes this replica's live readers when another replica stores events (PostgreSQL
+/// LISTEN; returns at once on SQLite). Reconnects after errors; runs until aborted.
+pub async fn listen_to_replicas(app: Arc<App>) {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match app.store.log_listener().await {
+            Ok(None) => return,
+            Ok(Some(mut listener)) => loop {
+                delay = std::time::Duration::from_millis(500);
+                match listener.recv().await {
+                    Ok((origin, key)) if origin != app.instance => app.logs.wake(key),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening to other replicas");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "listening to other replicas"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
 pub fn archive_key(key: TaskKey) -> String {
     format!("logs/{}/{}.json", key.workflow.0, key.task.0)
 }
@@ -110,6 +145,12 @@ pub fn archive_key(key: TaskKey) -> String {
 /// stay in SQL, where readers still find them.
 pub async fn archive(app: &App, key: TaskKey) {
     app.logs.end(key);
+    store_archive(app, key).await;
+    // Readers on other replicas see the log complete once it is archived.
+    app.log_changed(key).await;
+}
+
+async fn store_archive(app: &App, key: TaskKey) {
     let chunks = match stored_chunks(app, key, 0).await {
         Ok(c) => c,
         Err(e) => {
@@ -238,7 +279,7 @@ async fn stream_log(
             let next = tokio::select! {
                 // The server is stopping: the client reconnects (with `from`) elsewhere.
                 () = app2.stopped() => return,
-                next = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()) => next,
+                next = tokio::time::timeout(app2.config.live_poll, rx.recv()) => next,
             };
             match next {
                 Ok(Ok(Msg::Event(e))) => {
@@ -253,9 +294,9 @@ async fn stream_log(
                 Ok(Ok(Msg::End)) | Ok(Err(broadcast::error::RecvError::Closed)) => {
                     complete = true;
                 }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
-                    // Fell behind, or quiet: catch up from the store (also notices a
-                    // task finished on another server).
+                Ok(Ok(Msg::Wake)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                    // Woken by another replica, fell behind, or quiet: catch up from the
+                    // store (also notices a task finished on another server).
                     let from = last.map_or(0, |l| l + 1);
                     let Ok((more, done)) = read(&app2, key, from).await else {
                         return;

@@ -35,6 +35,7 @@
 mod agents;
 mod error;
 mod logs;
+mod notify;
 mod pipelines;
 mod project_data;
 mod queue;
@@ -43,6 +44,7 @@ mod server;
 pub use agents::{Agent, AgentStatus};
 pub use error::Error;
 pub use logs::{LogChunk, Stream};
+pub use notify::LogListener;
 pub use pipelines::{NewJob, NewPipeline, NewProject, Pipeline, Project, ProjectId};
 pub use project_data::{EnvVarRow, PullRequestRow};
 pub use queue::{NewTask, Task, TaskKey};
@@ -120,10 +122,21 @@ impl Millis {
 
 /// The SQL store: a connection pool and the engine it talks to. Cheap to clone (the
 /// pool is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     engine: Engine,
+    /// The URL connected to (PostgreSQL listeners open their own connection).
+    url: std::sync::Arc<str>,
+}
+
+impl fmt::Debug for Store {
+    // Not the URL: it may hold a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -151,7 +164,11 @@ impl Store {
                 .await
                 .map_err(|source| Error::Connect { engine, source })?;
         }
-        Ok(Store { pool, engine })
+        Ok(Store {
+            pool,
+            engine,
+            url: url.into(),
+        })
     }
 
     /// The engine this store talks to.

@@ -951,3 +951,46 @@ async fn agents(store: Store) {
         ]
     );
 }
+
+/// Replicas wake each other's live readers through PostgreSQL's NOTIFY; SQLite (one
+/// process) has no listener and notifying is a no-op.
+mod log_notifications {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let db = crate::support::postgres().await;
+        let mut listener = db
+            .store
+            .log_listener()
+            .await
+            .expect("listen")
+            .expect("PostgreSQL listens");
+        let key = TaskKey {
+            workflow: gyre_core::WorkflowId(7),
+            task: TaskId(2),
+        };
+        db.store.notify_log("replica-a", key).await.expect("notify");
+        let got = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("a notification within 10 s")
+            .expect("recv");
+        assert_eq!(got, ("replica-a".to_string(), key));
+        db.store.close().await;
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let db = crate::support::sqlite().await;
+        assert!(db.store.log_listener().await.expect("no error").is_none());
+        let key = TaskKey {
+            workflow: gyre_core::WorkflowId(1),
+            task: TaskId(0),
+        };
+        db.store
+            .notify_log("replica-a", key)
+            .await
+            .expect("a no-op");
+        db.store.close().await;
+    }
+}

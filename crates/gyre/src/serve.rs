@@ -34,6 +34,9 @@ pub struct ServerArgs {
     /// `infrastructure_fail` and retried once).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     lease_secs: u64,
+    /// How often live log readers poll SQL when not woken (tests).
+    #[arg(long, value_name = "SECS", default_value_t = 2, hide = true)]
+    live_poll_secs: u64,
     /// Seal secrets with Vault's or OpenBao's transit engine at this address instead of
     /// the local master key (the data directory's master-key file).
     #[arg(long, value_name = "URL", env = "GYRE_VAULT_ADDR")]
@@ -230,6 +233,7 @@ async fn start_server(args: &ServerArgs) -> anyhow::Result<Started> {
     config.secrets = Some(secrets);
     config.orb_dir = args.orb_dir.clone();
     config.lease = Duration::from_secs(args.lease_secs.max(1));
+    config.live_poll = Duration::from_secs(args.live_poll_secs.max(1));
     let app = App::new(config, store, blobs);
     Ok(Started {
         app,

@@ -1159,6 +1159,89 @@ async fn postgres_server_restart_mid_workflow_loses_nothing() {
     );
 }
 
+/// Two `gyre server` replicas on one PostgreSQL: the agent talks to replica A, a reader
+/// follows the job's live log on replica B. Readers poll SQL only every 60 s here, so B's
+/// reader gets every line before the job ends only because A's NOTIFY wakes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_share_live_logs() {
+    const LINES: usize = 30;
+    let db = pg_support::postgres().await;
+    let blobs = blob_support::s3();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, RESTART_CONFIG);
+    let (port_a, port_b) = (free_port(), free_port());
+    let logs: Vec<PathBuf> = ["a.log", "b.log", "agent.log"]
+        .iter()
+        .map(|n| tmp.path().join(n))
+        .collect();
+    let replica = |port: u16, dir: &str, log: &Path, what: &'static str| {
+        let mut cmd = server_cmd(&tmp.path().join(dir), port, &db.url, &blobs.url, 30);
+        cmd.args(["--live-poll-secs", "60"]);
+        spawn(cmd, log, what)
+    };
+    let mut a = replica(port_a, "a", &logs[0], "replica A");
+    let mut b = replica(port_b, "b", &logs[1], "replica B");
+    let (api_a, api_b) = (Api::new(port_a), Api::new(port_b));
+    api_a.wait_up(&mut [&mut a], &logs[..1]).await;
+    api_b.wait_up(&mut [&mut b], &logs[1..2]).await;
+    let _agent = spawn(agent_cmd(&api_a.base, "agent-a"), &logs[2], "gyre agent");
+    api_a.add_project(&repo).await;
+    let wf = api_a.trigger(json!({"lines": LINES})).await;
+    api_b.wait_job(&wf, "count", "running", &logs).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let task = loop {
+        let agents = api_b.get("/api/gyre/v1/agents").await;
+        if let Some(t) = agents["items"][0]["running_tasks"][0].as_str() {
+            break t.to_string();
+        }
+        assert!(Instant::now() < deadline, "no running task: {agents}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut reader = api_b
+        .http
+        .get(format!("{}/api/gyre/v1/tasks/{task}/log", api_b.base))
+        .header("Circle-Token", TOKEN)
+        .send()
+        .await
+        .expect("SSE on replica B");
+    assert_eq!(reader.status().as_u16(), 200);
+    let mut text = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(chunk) = reader.chunk().await.expect("SSE chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: end") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "replica B's reader was not woken:\n{text}\n{}",
+        logs.iter()
+            .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+            .collect::<String>()
+    );
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["stream"] == "stdout")
+        .flat_map(|e| {
+            e["text"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|l| l.starts_with("line "))
+        .collect();
+    let expected: Vec<String> = (1..=LINES).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "{text}");
+}
+
 /// Bad input gets a 4xx with a JSON message, and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_json_errors() {
