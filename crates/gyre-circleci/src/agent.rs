@@ -188,6 +188,7 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
             return error_done(format!("cannot start the shell {program}: {err}"));
         }
     };
+    let oom_before = oom_kills();
     let pgid = child.id() as i32;
     if let Ok(mut groups) = groups.lock() {
         groups.push(pgid);
@@ -263,9 +264,26 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
             timed_out,
             halted,
             error: None,
+            // SIGKILL while the cgroup's OOM kill count went up: the memory limit.
+            oom_killed: status.signal() == Some(9)
+                && !timed_out
+                && matches!((oom_before, oom_kills()), (Some(a), Some(b)) if b > a),
         },
         Err(err) => error_done(format!("waiting for the step failed: {err}")),
     }
+}
+
+/// The OOM kill count of the memory cgroup we run in (cgroup v1 `memory.oom_control`, v2
+/// `memory.events`); `None` when no cgroup file says.
+fn oom_kills() -> Option<u64> {
+    ["/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"]
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .find_map(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+        })
 }
 
 fn spawn_reader(

@@ -224,6 +224,8 @@ pub enum Step {
     Checkout {
         path: Option<String>,
         method: Option<String>,
+        /// `depth` of `method: shallow`; a value that is not a positive integer is an error.
+        depth: Option<u32>,
     },
     SetupRemoteDocker {
         version: Option<String>,
@@ -894,6 +896,19 @@ fn step(s: &Node, rep: &mut Reporter) -> Option<Step> {
         "checkout" => Step::Checkout {
             path: opt("path", rep),
             method: opt("method", rep),
+            depth: match opt("depth", rep) {
+                None => None,
+                Some(d) => match d.parse::<u32>() {
+                    Ok(n) if n >= 1 => Some(n),
+                    _ => {
+                        rep.error(
+                            args.get("depth").map(|n| n.span),
+                            format!("`depth` must be a positive integer, found {d:?}"),
+                        );
+                        return None;
+                    }
+                },
+            },
         },
         "setup_remote_docker" => Step::SetupRemoteDocker {
             version: opt("version", rep),

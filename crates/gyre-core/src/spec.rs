@@ -3,7 +3,7 @@
 
 use gyre_config::plan::{self, Executor as PlanExecutor, Step};
 use gyre_protocol::{
-    CheckoutSource, ContainerSpec, EnvSource, EnvVar, ExecutorSpec, JobInfo, NodeInfo,
+    AwsAuth, CheckoutSource, ContainerSpec, EnvSource, EnvVar, ExecutorSpec, JobInfo, NodeInfo,
     RegistryAuth, Resources, RunStep, StepSpec, TASK_SPEC_VERSION, TaskSpec, When,
 };
 
@@ -69,6 +69,7 @@ pub fn task_spec(
                         username: a.username.clone(),
                         password: a.password.clone(),
                     }),
+                    aws_auth: i.aws_auth.as_ref().map(aws_auth),
                 })
                 .collect(),
         },
@@ -102,6 +103,21 @@ pub fn task_spec(
         checkout,
         steps,
     })
+}
+
+fn aws_auth(auth: &plan::AwsAuth) -> AwsAuth {
+    match auth {
+        plan::AwsAuth::Keys {
+            access_key_id,
+            secret_access_key,
+        } => AwsAuth::Keys {
+            access_key_id: access_key_id.clone(),
+            secret_access_key: secret_access_key.clone(),
+        },
+        plan::AwsAuth::Oidc { role_arn } => AwsAuth::Oidc {
+            role_arn: role_arn.clone(),
+        },
+    }
 }
 
 fn when(w: plan::When) -> When {
@@ -140,7 +156,15 @@ fn step_spec(s: &Step, node: NodeInfo) -> Option<StepSpec> {
             }
             StepSpec::Run(run_step(r))
         }
-        Step::Checkout { path, .. } => StepSpec::Checkout { path: path.clone() },
+        Step::Checkout {
+            path,
+            method,
+            depth,
+        } => StepSpec::Checkout {
+            path: path.clone(),
+            method: method.clone(),
+            depth: *depth,
+        },
         Step::SetupRemoteDocker { version, .. } => StepSpec::SetupRemoteDocker {
             version: version.clone(),
         },

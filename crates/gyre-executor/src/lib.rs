@@ -107,6 +107,40 @@ pub struct ExecutorConfig {
     pub label: String,
     /// More labels for every container (e.g. the agent's name).
     pub extra_labels: Vec<(String, String)>,
+    /// Longest time a task's steps may take (CircleCI's job runtime limit); then the
+    /// running step is killed and the task fails. Default 5 hours.
+    pub max_job_runtime: Duration,
+    /// Directory of SSH private keys that `add_ssh_keys` hands to jobs (each key with
+    /// its `.pub` next to it, or in OpenSSH format). Default: none.
+    /// # Security
+    /// Every job this executor runs can ask for any of these keys.
+    pub ssh_keys_dir: Option<PathBuf>,
+    /// What `setup_remote_docker` gives jobs. Default [`RemoteDocker::Off`].
+    pub remote_docker: RemoteDocker,
+    /// Endpoints of the AWS services `aws_auth` calls. Default: AWS's own.
+    pub aws: AwsEndpoints,
+}
+
+/// What `setup_remote_docker` does (agent setting `--remote-docker`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RemoteDocker {
+    /// The step fails, saying that this agent offers no Docker engine.
+    #[default]
+    Off,
+    /// The host's Docker engine socket (this path) is given to the job: mounted into
+    /// Docker jobs' primary container, and named by `DOCKER_HOST` after the step.
+    /// # Security
+    /// The Docker socket gives job code root on the host.
+    Socket(PathBuf),
+}
+
+/// Where `aws_auth` sends its requests: `None` is AWS's regional endpoint
+/// (`https://api.ecr.<region>.amazonaws.com/`, `https://sts.<region>.amazonaws.com/`).
+/// Tests point these at a local stub.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsEndpoints {
+    pub ecr: Option<String>,
+    pub sts: Option<String>,
 }
 
 impl ExecutorConfig {
@@ -122,7 +156,26 @@ impl ExecutorConfig {
             machine_home: None,
             label: "gyre.task".to_owned(),
             extra_labels: Vec::new(),
+            max_job_runtime: Duration::from_secs(5 * 3600),
+            ssh_keys_dir: None,
+            remote_docker: RemoteDocker::Off,
+            aws: AwsEndpoints::default(),
         }
+    }
+
+    pub fn max_job_runtime(mut self, limit: Duration) -> Self {
+        self.max_job_runtime = limit;
+        self
+    }
+
+    pub fn ssh_keys_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ssh_keys_dir = Some(dir.into());
+        self
+    }
+
+    pub fn remote_docker(mut self, remote: RemoteDocker) -> Self {
+        self.remote_docker = remote;
+        self
     }
 
     /// Replaces the default [`LocalStorage`] on the data directory.

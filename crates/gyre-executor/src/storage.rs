@@ -569,6 +569,7 @@ pub(crate) async fn checkout(
     hello: &Hello,
     source: &CheckoutSource,
     dest: &str,
+    method: CheckoutMethod,
 ) -> Result<Vec<String>, Error> {
     // Like CircleCI: a destination that has files but is no git repository is an error
     // (a git repository is updated in place).
@@ -602,17 +603,7 @@ pub(crate) async fn checkout(
     }
     let tmp = tempfile::tempdir().map_err(|e| Error::io("creating a checkout directory", e))?;
     let clone_dir = tmp.path().join("src");
-    git(
-        tmp.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--no-checkout",
-            &source.repository,
-            "src",
-        ],
-    )
-    .await?;
+    clone(tmp.path(), source, method).await?;
     git(
         &clone_dir,
         &[
@@ -637,10 +628,106 @@ pub(crate) async fn checkout(
         }))
         .await?;
     drop(tmp);
-    Ok(vec![format!(
-        "Checked out {} at {} into {dest}",
-        source.repository, source.revision
-    )])
+    let mut notes = vec![format!(
+        "Checked out {} at {} into {dest}{}",
+        source.repository,
+        source.revision,
+        method.describe()
+    )];
+    if method != CheckoutMethod::Full {
+        notes.push(format!(
+            "History not copied is fetched from {} when git needs it, if the job can reach it",
+            source.repository
+        ));
+    }
+    Ok(notes)
+}
+
+/// How much history `checkout` copies (§4.4 `method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CheckoutMethod {
+    /// Every commit, tree and file version.
+    Full,
+    /// Every commit and tree, but only the checked-out commit's file contents.
+    Blobless,
+    /// The last `depth` commits.
+    Shallow(u32),
+}
+
+impl CheckoutMethod {
+    /// From the step's `method` and `depth`; an unknown method is an error.
+    pub fn parse(method: Option<&str>, depth: Option<u32>) -> Result<CheckoutMethod, Error> {
+        match (method, depth) {
+            (Some("shallow"), depth) => Ok(CheckoutMethod::Shallow(depth.unwrap_or(1).max(1))),
+            (_, Some(_)) => Err(Error::InvalidTask(
+                "checkout: `depth` needs `method: shallow`".to_owned(),
+            )),
+            (None | Some("full"), None) => Ok(CheckoutMethod::Full),
+            (Some("blobless"), None) => Ok(CheckoutMethod::Blobless),
+            (Some(other), None) => Err(Error::InvalidTask(format!(
+                "checkout: unknown method {other:?} (expected full, blobless or shallow)"
+            ))),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            CheckoutMethod::Full => String::new(),
+            CheckoutMethod::Blobless => " (blobless)".to_owned(),
+            CheckoutMethod::Shallow(depth) => format!(" (shallow, depth {depth})"),
+        }
+    }
+}
+
+/// Clones `source` into `dir/src` without checking out. Partial clones go through
+/// `file://` for local repositories (git ignores `--filter`/`--depth` on plain paths)
+/// with an upload-pack that allows them.
+async fn clone(dir: &Path, source: &CheckoutSource, method: CheckoutMethod) -> Result<(), Error> {
+    const UPLOAD_PACK: &str =
+        "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true upload-pack";
+    let repo = &source.repository;
+    let url = match std::path::absolute(repo) {
+        Ok(path) if method != CheckoutMethod::Full && path.exists() => {
+            format!("file://{}", path.display())
+        }
+        _ => repo.clone(),
+    };
+    let mut args = vec!["clone", "--quiet", "--no-checkout"];
+    let depth;
+    match method {
+        CheckoutMethod::Full => {}
+        CheckoutMethod::Blobless => args.extend(["--filter=blob:none", "-u", UPLOAD_PACK]),
+        CheckoutMethod::Shallow(n) => {
+            depth = n.to_string();
+            args.extend(["--no-single-branch", "--depth", &depth, "-u", UPLOAD_PACK]);
+        }
+    }
+    args.extend([url.as_str(), "src"]);
+    git(dir, &args).await?;
+    let CheckoutMethod::Shallow(n) = method else {
+        return Ok(());
+    };
+    // The revision may be older than the branch tips: fetch it at the same depth.
+    let src = dir.join("src");
+    let commit = format!("{}^{{commit}}", source.revision);
+    if git(&src, &["cat-file", "-e", &commit]).await.is_err() {
+        let depth = n.to_string();
+        git(
+            &src,
+            &[
+                "fetch",
+                "--quiet",
+                "--depth",
+                &depth,
+                "--upload-pack",
+                UPLOAD_PACK,
+                "origin",
+                &source.revision,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn git(dir: &Path, args: &[&str]) -> Result<(), Error> {

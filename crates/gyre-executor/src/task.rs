@@ -94,10 +94,15 @@ impl<'a> Runner<'a> {
 
         let mut failed = false;
         let mut halted = false;
+        let mut killed = false;
         let mut message = None;
         let mut statuses = Vec::with_capacity(self.task.steps.len());
+        let limit = self.config.max_job_runtime;
+        let deadline = tokio::time::Instant::now().checked_add(limit);
         for (idx, step) in self.task.steps.iter().enumerate() {
+            // A killed job runs nothing more, not even `when: always` steps (§4.3).
             let runs = !halted
+                && !killed
                 && match step.when() {
                     When::Always => true,
                     When::OnSuccess => !failed,
@@ -110,16 +115,21 @@ impl<'a> Runner<'a> {
                 statuses.push(StepStatus::Skipped);
                 continue;
             }
-            let result = match step {
-                StepSpec::Run(run) => self.run_step(idx, &name, run).await?,
-                other => {
-                    self.sink.step_started(idx, &name, None);
-                    let result = self.builtin_step(idx, other).await;
-                    match result {
-                        Ok(()) => StepResult::ok(),
-                        Err(err) => StepResult::failed(format!("{err}")),
+            let result = match deadline {
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.step(idx, &name, step)).await {
+                        Ok(result) => result?,
+                        Err(_elapsed) => {
+                            killed = true;
+                            tracing::warn!(step = idx, ?limit, "job runtime limit reached");
+                            StepResult::failed(format!(
+                                "killed: the job exceeded its maximum runtime of {}",
+                                go_duration(limit)
+                            ))
+                        }
                     }
                 }
+                None => self.step(idx, &name, step).await?,
             };
             if let Some(text) = result.message.as_ref().filter(|_| !result.logged) {
                 self.system(idx, text);
@@ -150,6 +160,20 @@ impl<'a> Runner<'a> {
             artifacts: std::mem::take(&mut self.artifacts),
         };
         Ok((outcome, self.session, self.target))
+    }
+
+    /// Runs one step (it logs its own start).
+    async fn step(&mut self, idx: usize, name: &str, step: &StepSpec) -> Result<StepResult, Error> {
+        match step {
+            StepSpec::Run(run) => self.run_step(idx, name, run).await,
+            other => {
+                self.sink.step_started(idx, name, None);
+                Ok(match self.builtin_step(idx, other).await {
+                    Ok(()) => StepResult::ok(),
+                    Err(err) => StepResult::failed(format!("{err}")),
+                })
+            }
+        }
     }
 
     fn system(&mut self, step: usize, text: &str) {
@@ -224,7 +248,7 @@ impl<'a> Runner<'a> {
             let id = self.session.next_id();
             self.session.send(&request(id)).await?;
             let done = self.wait(id, idx).await?;
-            let result = step_result(&done, timeout);
+            let result = step_result(&done, timeout, self.task.resources.memory_bytes);
             // A halted step ends the job after it: nothing is rerun.
             let last = result.status != StepStatus::Failed || result.halted || attempt >= attempts;
             if attempts == 1 {
@@ -369,7 +393,12 @@ impl<'a> Runner<'a> {
     async fn builtin_step(&mut self, idx: usize, step: &StepSpec) -> Result<(), Error> {
         match step {
             StepSpec::Run(_) => Ok(()),
-            StepSpec::Checkout { path } => {
+            StepSpec::Checkout {
+                path,
+                method,
+                depth,
+            } => {
+                let method = storage::CheckoutMethod::parse(method.as_deref(), *depth)?;
                 let Some(source) = self.task.checkout.clone() else {
                     return Err(Error::InvalidTask(
                         "checkout: the task has no checkout source".into(),
@@ -377,7 +406,8 @@ impl<'a> Runner<'a> {
                 };
                 let dest = self.resolve(path.as_deref().unwrap_or("."));
                 let notes =
-                    storage::checkout(&self.target, &self.session.hello, &source, &dest).await?;
+                    storage::checkout(&self.target, &self.session.hello, &source, &dest, method)
+                        .await?;
                 for note in notes {
                     self.system(idx, &note);
                 }
@@ -545,7 +575,8 @@ impl StepResult {
     }
 }
 
-fn step_result(done: &Done, timeout_ms: u64) -> StepResult {
+/// `memory_limit`: the task's limit, named when the OOM killer ended the step.
+fn step_result(done: &Done, timeout_ms: u64, memory_limit: Option<u64>) -> StepResult {
     let failed = |message: String| StepResult {
         halted: done.halted,
         ..StepResult::failed(message)
@@ -559,6 +590,12 @@ fn step_result(done: &Done, timeout_ms: u64) -> StepResult {
             go_duration(Duration::from_millis(timeout_ms))
         ));
     }
+    if done.oom_killed {
+        return failed(match memory_limit {
+            Some(limit) => format!("killed: out of memory (limit {})", human_bytes(limit)),
+            None => "killed: out of memory".to_owned(),
+        });
+    }
     match (done.exit_code, done.signal) {
         (Some(0), _) => StepResult {
             halted: done.halted,
@@ -566,13 +603,23 @@ fn step_result(done: &Done, timeout_ms: u64) -> StepResult {
         },
         (Some(127), _) => failed("Exited with code exit status 127 (command not found)".to_owned()),
         (Some(code), _) => failed(format!("Exited with code exit status {code}")),
-        (None, Some(9)) => failed(
-            "Killed (signal 9, exit status 137): the step was killed, most likely because it ran out of memory"
-                .to_owned(),
-        ),
+        (None, Some(9)) => failed("Killed by signal 9 (SIGKILL), exit status 137".to_owned()),
         (None, Some(signal)) => failed(format!("Killed by signal {signal}")),
         (None, None) => failed("the step ended without an exit status".to_owned()),
     }
+}
+
+/// `2 GiB`, `64 MiB`, `1.5 GiB`, `512 B`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in units {
+        if bytes >= size {
+            let value = bytes as f64 / size as f64;
+            let text = format!("{value:.1}");
+            return format!("{} {unit}", text.trim_end_matches(".0"));
+        }
+    }
+    format!("{bytes} B")
 }
 
 /// Go's `time.Duration` text: `10m0s`, `5s`, `1h30m0s`, `1.5s`.
@@ -608,5 +655,9 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
         assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(go_duration(Duration::from_secs(3900)), "1h5m0s");
+        assert_eq!(human_bytes(2 << 30), "2 GiB");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(100), "100 B");
     }
 }

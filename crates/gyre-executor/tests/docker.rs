@@ -222,12 +222,14 @@ async fn checkout_into_an_image_without_git() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run(
                     "test ! -e /usr/bin/git && cat README.md && sh src/hello.sh && test -f .git/HEAD",
                 ),
                 StepSpec::Checkout {
                     path: Some("sub".into()),
+                    method: None,
+                    depth: None,
                 },
                 run("ls sub"),
             ],
@@ -254,7 +256,7 @@ async fn cache_round_trip_with_a_checksum_key() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run(
                     "mkdir -p deps/sub && echo cached-content > deps/sub/file.txt && ln -s sub/file.txt deps/link",
                 ),
@@ -286,7 +288,7 @@ async fn cache_round_trip_with_a_checksum_key() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 StepSpec::RestoreCache {
                     name: None,
                     keys: vec!["nothing-like-this".into(), key.into(), "deps-v1-".into()],
@@ -387,7 +389,7 @@ async fn test_results_parsed_then_used_for_timing_split() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run("mkdir -p results/pytest && cp junit.xml results/pytest/"),
                 StepSpec::StoreTestResults {
                     path: "results".into(),
@@ -431,7 +433,7 @@ async fn test_results_parsed_then_used_for_timing_split() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run(&format!("{split} 0")),
                 run(&format!("{split} 1")),
                 run("circleci tests glob 'tests/*.py' | circleci tests split"),
@@ -521,7 +523,8 @@ async fn bad_steps_fail_clearly() {
         sink.step_text(1)
     );
     assert!(
-        sink.step_text(2).contains("ran out of memory"),
+        sink.step_text(2)
+            .contains("killed: out of memory (limit 64 MiB)"),
         "{}",
         sink.step_text(2)
     );
@@ -588,12 +591,14 @@ async fn checkout_refuses_a_non_empty_directory_that_is_not_a_repository() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 // A git repository is updated in place.
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run("mkdir -p /tmp/notgit && echo x > /tmp/notgit/f"),
                 StepSpec::Checkout {
                     path: Some("/tmp/notgit".into()),
+                    method: None,
+                    depth: None,
                 },
             ],
         ),
@@ -627,7 +632,7 @@ async fn steps_run_as_the_configured_user_and_own_the_checkout() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None },
+                StepSpec::Checkout { path: None, method: None, depth: None },
                 run(
                     "id -u; echo changed >> README.md && tail -n 1 README.md; echo 'export A=1' >> \"$BASH_ENV\"",
                 ),
@@ -685,4 +690,54 @@ async fn failing_step_reruns_after_the_delay_in_a_container() {
     // Two waits of the delay; a lower bound only.
     assert!(elapsed >= 2 * delay, "{elapsed:?}");
     assert_eq!(leftovers("rerun").await, 0);
+}
+
+/// The resource class's limits reach the container's cgroup (v1 or v2 file names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_apply_to_the_container() {
+    let data = tempfile::tempdir().unwrap();
+    let mut task = docker_task(
+        &[BUSYBOX],
+        vec![run(
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+             cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d' ' -f1 /sys/fs/cgroup/cpu.max",
+        )],
+    );
+    task.resources.memory_bytes = Some(96 << 20);
+    task.resources.cpus = Some(0.5);
+    let (outcome, sink) = execute(config("limits", data.path()), &task).await;
+    assert_success(&outcome, &sink);
+    assert_eq!(sink.step_text(0), format!("{}\n50000\n", 96 << 20));
+    assert_eq!(leftovers("limits").await, 0);
+}
+
+/// The job runtime limit kills the running step, skips the rest (even `always`), and
+/// removes the containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_runtime_limit_kills_the_step_and_cleans_up() {
+    let data = tempfile::tempdir().unwrap();
+    let task = docker_task(
+        &[BUSYBOX, BUSYBOX],
+        vec![
+            run("echo started; sleep 120; echo never"),
+            run_with("echo always", |s| s.when = When::Always),
+        ],
+    );
+    let config = config("runtime", data.path()).max_job_runtime(std::time::Duration::from_secs(3));
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config, &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(outcome.steps, [StepStatus::Failed, StepStatus::Skipped]);
+    assert_eq!(
+        sink.step_text(0),
+        "started\nkilled: the job exceeded its maximum runtime of 3s\n"
+    );
+    let message = outcome.message.unwrap();
+    assert!(message.contains("maximum runtime of 3s"), "{message}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(leftovers("runtime").await, 0);
 }

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use gyre_executor::{StepStatus, TaskStatus};
 use gyre_protocol::{StepSpec, When};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_env_masking_and_halt() {
@@ -76,7 +77,7 @@ async fn checkout_cache_and_workspace() {
     let key = "m-{{ checksum \"lock.txt\" }}-{{ arch }}";
     let first = with_checkout(
         machine_task(vec![
-            StepSpec::Checkout { path: None },
+            StepSpec::Checkout { path: None, method: None, depth: None },
             run(
                 "mkdir -p vendor && echo vendored > vendor/v.txt && mkdir -p out && echo artefact > out/a.txt",
             ),
@@ -106,7 +107,7 @@ async fn checkout_cache_and_workspace() {
     let ws = tempfile::tempdir().unwrap();
     let second = with_checkout(
         machine_task(vec![
-            StepSpec::Checkout { path: None },
+            StepSpec::Checkout { path: None, method: None, depth: None },
             StepSpec::RestoreCache {
                 name: None,
                 keys: vec![key.into()],
@@ -331,4 +332,36 @@ async fn background_step_is_not_rerun() {
     assert_eq!(outcome.steps, [StepStatus::Background, StepStatus::Success]);
     assert_eq!(runs(&counter), "1\n");
     assert!(!sink.text().contains("rerunning"), "{}", sink.text());
+}
+
+/// The job runtime limit on the host: the step's process group is killed, later steps
+/// (even `always`) do not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_runtime_limit_kills_the_step() {
+    let data = tempfile::tempdir().unwrap();
+    let pid_file = data.path().join("pid");
+    let task = machine_task(vec![
+        run(&format!(
+            "sleep 120 & echo $! > {}; echo started; wait",
+            pid_file.display()
+        )),
+        run_with("echo always", |s| s.when = When::Always),
+    ]);
+    let config = config("runtime", data.path()).max_job_runtime(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config, &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(outcome.steps, [StepStatus::Failed, StepStatus::Skipped]);
+    assert_eq!(
+        sink.step_text(0),
+        "started\nkilled: the job exceeded its maximum runtime of 2s\n"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The step's `sleep` is gone (or a zombie waiting for init) once the task returned.
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+    assert!(
+        status.as_ref().map_or(true, |s| s.contains("State:\tZ")),
+        "{status:?}"
+    );
 }

@@ -98,6 +98,10 @@ pub struct Done {
     pub halted: bool,
     /// The request could not be carried out (missing directory, shell not found...).
     pub error: Option<String>,
+    /// The process was killed and the kernel's OOM killer fired in the helper's memory
+    /// cgroup while it ran (the container's memory limit).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 /// Encodes one frame header.

@@ -147,6 +147,23 @@ pub struct ContainerSpec {
     /// The container's own process environment (not the steps').
     pub environment: Vec<(String, String)>,
     pub auth: Option<RegistryAuth>,
+    /// `aws_auth`: credentials for an ECR image; the executor exchanges them for a
+    /// registry password before pulling.
+    pub aws_auth: Option<AwsAuth>,
+}
+
+/// `aws_auth` of a docker image (§3.4). Values may hold `$VAR`s, expanded from the task's
+/// environment at pull time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AwsAuth {
+    /// Static keys (`aws_access_key_id`, `aws_secret_access_key`).
+    Keys {
+        access_key_id: String,
+        secret_access_key: String,
+    },
+    /// `oidc_role_arn`: a role assumed with the job's OIDC token.
+    Oidc { role_arn: String },
 }
 
 /// `auth` of a docker image.
@@ -204,6 +221,12 @@ pub enum StepSpec {
     Checkout {
         #[serde(default)]
         path: Option<String>,
+        /// `full` (default), `blobless` or `shallow` (§4.4).
+        #[serde(default)]
+        method: Option<String>,
+        /// History depth of `method: shallow` (default 1).
+        #[serde(default)]
+        depth: Option<u32>,
     },
     SaveCache {
         #[serde(default)]
@@ -237,7 +260,8 @@ pub enum StepSpec {
         #[serde(default)]
         fingerprints: Vec<String>,
     },
-    /// Not supported yet: the step fails with a message saying so.
+    /// Gives the job a Docker engine when the agent offers one (`--remote-docker`);
+    /// otherwise the step fails saying so.
     SetupRemoteDocker {
         #[serde(default)]
         version: Option<String>,
