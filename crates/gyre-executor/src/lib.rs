@@ -22,6 +22,7 @@ mod junit;
 mod logs;
 mod machine;
 mod session;
+mod ssh_keys;
 mod storage;
 mod task;
 mod template;

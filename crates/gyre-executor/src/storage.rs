@@ -539,6 +539,52 @@ fn strip_first(path: &Path) -> PathBuf {
 
 /// Reads one file from the job.
 pub(crate) async fn read_file(target: &Target, path: &str) -> Result<Vec<u8>, Error> {
+    read_file_if_any(target, path)
+        .await?
+        .ok_or_else(|| Error::InvalidTask(format!("cannot checksum {path}: no such file")))
+}
+
+/// A directory (`contents: None`) or file to write into the job.
+pub(crate) struct NewEntry {
+    /// Absolute path.
+    pub path: String,
+    pub mode: u32,
+    pub contents: Option<Vec<u8>>,
+}
+
+/// Writes `entries` (in order) into the job, owned by `owner`.
+pub(crate) async fn write_entries(
+    target: &Target,
+    owner: (u32, u32),
+    entries: Vec<NewEntry>,
+) -> Result<(), Error> {
+    target
+        .import(Box::new(move |writer| {
+            let mut builder = tar::Builder::new(writer);
+            let written = entries.iter().try_for_each(|entry| {
+                let mut header = tar::Header::new_gnu();
+                let bytes = entry.contents.as_deref().unwrap_or_default();
+                if entry.contents.is_none() {
+                    header.set_entry_type(tar::EntryType::Directory);
+                }
+                header.set_size(bytes.len() as u64);
+                header.set_mode(entry.mode);
+                header.set_uid(owner.0.into());
+                header.set_gid(owner.1.into());
+                builder.append_data(&mut header, rel_to_root(Path::new(&entry.path)), bytes)
+            });
+            written
+                .and_then(|()| builder.finish())
+                .map_err(|e| Error::io("writing files into the job", e))
+        }))
+        .await
+}
+
+/// Reads one file from the job; `None` when it is not there.
+pub(crate) async fn read_file_if_any(
+    target: &Target,
+    path: &str,
+) -> Result<Option<Vec<u8>>, Error> {
     let consume: Exporter<Option<Vec<u8>>> = Box::new(|reader, _| {
         let mut archive = tar::Archive::new(reader);
         for entry in archive
@@ -556,11 +602,7 @@ pub(crate) async fn read_file(target: &Target, path: &str) -> Result<Vec<u8>, Er
         }
         Ok(None)
     });
-    target
-        .export(path, consume)
-        .await?
-        .flatten()
-        .ok_or_else(|| Error::InvalidTask(format!("cannot checksum {path}: no such file")))
+    Ok(target.export(path, consume).await?.flatten())
 }
 
 /// `checkout`: clones on the host, then copies the tree (with `.git`) to `dest`.

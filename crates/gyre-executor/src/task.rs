@@ -11,7 +11,7 @@ use crate::env::JobEnv;
 use crate::logs::{LogChunk, LogSink, Masker, StepStatus, Stream};
 use crate::session::{Frame, Session};
 use crate::storage::{self, Target};
-use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus, template};
+use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus, ssh_keys, template};
 
 /// Everything a running task needs.
 pub(crate) struct Runner<'a> {
@@ -492,19 +492,65 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             StepSpec::AddSshKeys { fingerprints } => {
-                self.system(
-                    idx,
-                    &format!(
-                        "add_ssh_keys: no SSH keys are configured for this project; {} fingerprint(s) requested, nothing added",
-                        fingerprints.len()
-                    ),
-                );
+                let note = self.add_ssh_keys(fingerprints).await?;
+                self.system(idx, &note);
                 Ok(())
             }
             StepSpec::SetupRemoteDocker { .. } => Err(Error::InvalidTask(
                 "setup_remote_docker is not supported by gyre yet".to_owned(),
             )),
         }
+    }
+
+    /// `add_ssh_keys`: the requested keys (all when none is named) of the agent's key
+    /// directory into `~/.ssh`, plus `IdentityFile` lines in `~/.ssh/config`.
+    async fn add_ssh_keys(&mut self, fingerprints: &[String]) -> Result<String, Error> {
+        let Some(dir) = &self.config.ssh_keys_dir else {
+            if fingerprints.is_empty() {
+                return Ok("No SSH keys are configured on this agent; nothing added".to_owned());
+            }
+            return Err(Error::InvalidTask(format!(
+                "add_ssh_keys: this agent has no SSH keys (start it with --ssh-keys-dir); cannot add {}",
+                fingerprints.join(", ")
+            )));
+        };
+        let keys = ssh_keys::load(dir)?;
+        let chosen = ssh_keys::select(&keys, fingerprints)?;
+        let ssh_dir = format!("{}/.ssh", self.session.hello.home.trim_end_matches('/'));
+        let config_path = format!("{ssh_dir}/config");
+        let mut config = storage::read_file_if_any(&self.target, &config_path)
+            .await?
+            .unwrap_or_default();
+        if !config.is_empty() && !config.ends_with(b"\n") {
+            config.push(b'\n');
+        }
+        config.extend(ssh_keys::config_entries(&ssh_dir, &chosen).into_bytes());
+        let mut entries = vec![storage::NewEntry {
+            path: ssh_dir.clone(),
+            mode: 0o700,
+            contents: None,
+        }];
+        let mut names = Vec::new();
+        for key in &chosen {
+            names.push(format!("{} ({})", key.file_name(), key.md5));
+            entries.push(storage::NewEntry {
+                path: format!("{ssh_dir}/{}", key.file_name()),
+                mode: 0o600,
+                contents: Some(key.private.clone()),
+            });
+        }
+        entries.push(storage::NewEntry {
+            path: config_path,
+            mode: 0o600,
+            contents: Some(config),
+        });
+        let owner = (self.session.hello.uid, self.session.hello.gid);
+        storage::write_entries(&self.target, owner, entries).await?;
+        Ok(format!(
+            "Added {} SSH key(s) to {ssh_dir}: {}",
+            chosen.len(),
+            names.join(", ")
+        ))
     }
 
     /// Renders a cache key; `checksum` reads files through the target.

@@ -741,3 +741,58 @@ async fn job_runtime_limit_kills_the_step_and_cleans_up() {
     );
     assert_eq!(leftovers("runtime").await, 0);
 }
+
+/// §4.13 on Docker: keys chosen by MD5 and SHA256 fingerprints land in `~/.ssh` (0600) with
+/// `IdentityFile` lines; an unknown fingerprint fails the step, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_ssh_keys_by_fingerprint() {
+    let data = tempfile::tempdir().unwrap();
+    let (keys_dir, [deploy, bare]) = ssh_key_dir();
+    let deploy_file = format!("id_rsa_{}", deploy.md5.replace(':', ""));
+    let bare_file = format!("id_rsa_{}", bare.md5.replace(':', ""));
+    let task = docker_task(
+        &[BUSYBOX],
+        vec![
+            StepSpec::AddSshKeys {
+                fingerprints: vec![deploy.md5.clone()],
+            },
+            StepSpec::AddSshKeys {
+                fingerprints: vec![bare.sha256.clone()],
+            },
+            run(&format!(
+                "cd ~/.ssh && stat -c '%a %u %n' . {deploy_file} {bare_file} && cat config && cat {bare_file}"
+            )),
+            StepSpec::AddSshKeys {
+                fingerprints: vec!["SHA256:nosuchkey".into()],
+            },
+        ],
+    );
+    let config = config("sshkeys", data.path()).ssh_keys_dir(keys_dir.path());
+    let (outcome, sink) = execute(config, &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed, "{}", sink.text());
+    assert_eq!(
+        outcome.steps,
+        [
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Failed
+        ]
+    );
+    assert_eq!(
+        sink.step_text(2),
+        format!(
+            "700 0 .\n600 0 {deploy_file}\n600 0 {bare_file}\n\
+             Host *\n  IdentityFile /root/.ssh/{deploy_file}\n\
+             Host *\n  IdentityFile /root/.ssh/{bare_file}\n{}",
+            String::from_utf8(bare.private).unwrap()
+        )
+    );
+    assert!(
+        sink.step_text(3)
+            .contains("no SSH key with fingerprint SHA256:nosuchkey is configured on this agent"),
+        "{}",
+        sink.step_text(3)
+    );
+    assert_eq!(leftovers("sshkeys").await, 0);
+}

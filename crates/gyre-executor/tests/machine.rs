@@ -365,3 +365,39 @@ async fn job_runtime_limit_kills_the_step() {
         "{status:?}"
     );
 }
+
+/// §4.13 on the host: no fingerprints adds every key; `ssh` itself picks them up from the
+/// config; a fingerprint on an agent without keys fails clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_ssh_keys_all_and_ssh_uses_them() {
+    let data = tempfile::tempdir().unwrap();
+    let (keys_dir, [deploy, bare]) = ssh_key_dir();
+    let task = machine_task(vec![
+        StepSpec::AddSshKeys {
+            fingerprints: vec![],
+        },
+        run("ssh -F \"$HOME/.ssh/config\" -G example.com 2>/dev/null | grep '^identityfile .*id_rsa_' | sed \"s|$HOME|~|\""),
+    ]);
+    let with_keys = config("sshkeys", data.path()).ssh_keys_dir(keys_dir.path());
+    let (outcome, sink) = execute(with_keys, &task).await;
+    assert_success(&outcome, &sink);
+    // `bare` sorts first in the directory.
+    assert_eq!(
+        sink.step_text(1),
+        format!(
+            "identityfile ~/.ssh/id_rsa_{}\nidentityfile ~/.ssh/id_rsa_{}\n",
+            bare.md5.replace(':', ""),
+            deploy.md5.replace(':', "")
+        )
+    );
+    let without = machine_task(vec![StepSpec::AddSshKeys {
+        fingerprints: vec![deploy.md5.clone()],
+    }]);
+    let (outcome, sink) = execute(config("nokeys", data.path()), &without).await;
+    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert!(
+        sink.step_text(0).contains("this agent has no SSH keys"),
+        "{}",
+        sink.text()
+    );
+}

@@ -212,3 +212,37 @@ pub fn assert_success(outcome: &TaskOutcome, sink: &MemorySink) {
         sink.text()
     );
 }
+
+/// One key of [`ssh_key_dir`], with the fingerprints `ssh-keygen -l` gives.
+pub struct TestKey {
+    pub md5: String,
+    pub sha256: String,
+    pub private: Vec<u8>,
+}
+
+/// A key directory like an agent's `--ssh-keys-dir`, made by `ssh-keygen`: `deploy` with
+/// its `deploy.pub`, and `bare`, an OpenSSH key without one.
+pub fn ssh_key_dir() -> (tempfile::TempDir, [TestKey; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = |args: &[&str]| {
+        let out = Command::new("ssh-keygen").args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        let path = path.to_str().unwrap();
+        keygen(&["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path]);
+        // "256 MD5:aa:bb:… comment (ED25519)"
+        let field = |hash: &str| keygen(&["-l", "-E", hash, "-f", path]).split(' ').nth(1).unwrap().to_owned();
+        TestKey {
+            md5: field("md5").trim_start_matches("MD5:").to_owned(),
+            sha256: field("sha256"),
+            private: std::fs::read(path).unwrap(),
+        }
+    };
+    let keys = [key("deploy"), key("bare")];
+    std::fs::remove_file(dir.path().join("bare.pub")).unwrap();
+    std::fs::write(dir.path().join("README"), "not a key\n").unwrap();
+    (dir, keys)
+}
