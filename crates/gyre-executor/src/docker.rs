@@ -18,7 +18,7 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use gyre_protocol::{ContainerSpec, ExecutorSpec, TaskSpec};
+use gyre_protocol::{ContainerSpec, ExecutorSpec, StepSpec, TaskSpec};
 use tokio::sync::mpsc;
 
 use crate::env::{EnvPaths, job_env};
@@ -26,13 +26,15 @@ use crate::logs::LogSink;
 use crate::session::{Frame, FramePump, Session};
 use crate::storage::{self, Target};
 use crate::task::{Runner, resolve_path};
-use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus};
+use crate::{Error, ExecutorConfig, RemoteDocker, TaskOutcome, TaskStatus};
 
 const GYRE_DIR: &str = "/.gyre";
 const TASK_DIR: &str = "/.gyre/task";
 /// Bind-mounted host directory holding the frame socket.
 const IO_DIR: &str = "/.gyre/io";
 const SOCKET: &str = "frames.sock";
+/// Where the host's Docker socket appears in the primary container (`--remote-docker`).
+pub(crate) const REMOTE_DOCKER_SOCKET: &str = "/.gyre/docker.sock";
 
 /// Network of the primary container (agent setting `--job-network`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -299,8 +301,21 @@ impl DockerExecutor {
             )
         };
         let mut host_config = self.host_config(task, self.config.job_network.mode());
+        let mut binds = Vec::new();
         if let Some(io) = io {
-            host_config.binds = Some(vec![format!("{}:{IO_DIR}", io.dir.path().display())]);
+            binds.push(format!("{}:{IO_DIR}", io.dir.path().display()));
+        }
+        // `setup_remote_docker` with `--remote-docker socket`: the host engine's socket.
+        if let RemoteDocker::Socket(socket) = &self.config.remote_docker
+            && task
+                .steps
+                .iter()
+                .any(|s| matches!(s, StepSpec::SetupRemoteDocker { .. }))
+        {
+            binds.push(format!("{}:{REMOTE_DOCKER_SOCKET}", socket.display()));
+        }
+        if !binds.is_empty() {
+            host_config.binds = Some(binds);
         }
         // All containers share the primary's network namespace: a service's `name` is
         // one more name for localhost (the host network has its own /etc/hosts).

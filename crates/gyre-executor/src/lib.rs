@@ -68,6 +68,10 @@ pub enum Error {
     /// The task cannot run as specified.
     #[error("invalid task: {0}")]
     InvalidTask(String),
+    /// A built-in step cannot do what it was asked (an unknown SSH key fingerprint, no
+    /// Docker engine to offer...): the step fails with this message.
+    #[error("{0}")]
+    Step(String),
     /// A storage backend failed.
     #[error("storage: {0}")]
     Storage(String),

@@ -85,7 +85,7 @@ pub(crate) fn select(keys: &[SshKey], requested: &[String]) -> Result<Vec<SshKey
                 .find(|key| key.matches(fingerprint))
                 .cloned()
                 .ok_or_else(|| {
-                    Error::InvalidTask(format!(
+                    Error::Step(format!(
                         "add_ssh_keys: no SSH key with fingerprint {fingerprint} is configured on this agent"
                     ))
                 })

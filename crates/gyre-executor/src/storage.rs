@@ -701,12 +701,12 @@ impl CheckoutMethod {
     pub fn parse(method: Option<&str>, depth: Option<u32>) -> Result<CheckoutMethod, Error> {
         match (method, depth) {
             (Some("shallow"), depth) => Ok(CheckoutMethod::Shallow(depth.unwrap_or(1).max(1))),
-            (_, Some(_)) => Err(Error::InvalidTask(
+            (_, Some(_)) => Err(Error::Step(
                 "checkout: `depth` needs `method: shallow`".to_owned(),
             )),
             (None | Some("full"), None) => Ok(CheckoutMethod::Full),
             (Some("blobless"), None) => Ok(CheckoutMethod::Blobless),
-            (Some(other), None) => Err(Error::InvalidTask(format!(
+            (Some(other), None) => Err(Error::Step(format!(
                 "checkout: unknown method {other:?} (expected full, blobless or shallow)"
             ))),
         }

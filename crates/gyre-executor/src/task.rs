@@ -11,7 +11,7 @@ use crate::env::JobEnv;
 use crate::logs::{LogChunk, LogSink, Masker, StepStatus, Stream};
 use crate::session::{Frame, Session};
 use crate::storage::{self, Target};
-use crate::{Error, ExecutorConfig, TaskOutcome, TaskStatus, ssh_keys, template};
+use crate::{Error, ExecutorConfig, RemoteDocker, TaskOutcome, TaskStatus, ssh_keys, template};
 
 /// Everything a running task needs.
 pub(crate) struct Runner<'a> {
@@ -496,10 +496,41 @@ impl<'a> Runner<'a> {
                 self.system(idx, &note);
                 Ok(())
             }
-            StepSpec::SetupRemoteDocker { .. } => Err(Error::InvalidTask(
-                "setup_remote_docker is not supported by gyre yet".to_owned(),
-            )),
+            StepSpec::SetupRemoteDocker { version } => {
+                let note = self.setup_remote_docker(version.as_deref())?;
+                self.system(idx, &note);
+                Ok(())
+            }
         }
+    }
+
+    /// `setup_remote_docker` (§4.5): with `--remote-docker socket`, later steps get
+    /// `DOCKER_HOST` naming the host's engine (mounted into Docker jobs); otherwise an error.
+    fn setup_remote_docker(&mut self, version: Option<&str>) -> Result<String, Error> {
+        let RemoteDocker::Socket(socket) = &self.config.remote_docker else {
+            return Err(Error::Step(
+                "setup_remote_docker: this agent gives jobs no Docker engine. Its operator can \
+                 start it with `--remote-docker socket`, which gives jobs the host's Docker engine"
+                    .to_owned(),
+            ));
+        };
+        let path = match self.target {
+            Target::Docker { .. } => crate::docker::REMOTE_DOCKER_SOCKET.to_owned(),
+            Target::Machine => socket.display().to_string(),
+        };
+        let host = format!("unix://{path}");
+        match self.env.vars.iter_mut().find(|(k, _)| k == "DOCKER_HOST") {
+            Some(slot) => slot.1 = host.clone(),
+            None => self.env.vars.push(("DOCKER_HOST".to_owned(), host.clone())),
+        }
+        let mut note = format!(
+            "Remote Docker: the agent host's engine, DOCKER_HOST={host} for the next steps. \
+             Like CircleCI's remote engine, its containers do not see this job's files or localhost"
+        );
+        if let Some(version) = version {
+            note.push_str(&format!(" (version {version:?} asked for; the host's version is used)"));
+        }
+        Ok(note)
     }
 
     /// `add_ssh_keys`: the requested keys (all when none is named) of the agent's key
@@ -509,7 +540,7 @@ impl<'a> Runner<'a> {
             if fingerprints.is_empty() {
                 return Ok("No SSH keys are configured on this agent; nothing added".to_owned());
             }
-            return Err(Error::InvalidTask(format!(
+            return Err(Error::Step(format!(
                 "add_ssh_keys: this agent has no SSH keys (start it with --ssh-keys-dir); cannot add {}",
                 fingerprints.join(", ")
             )));

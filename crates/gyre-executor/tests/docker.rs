@@ -532,8 +532,9 @@ async fn bad_steps_fail_clearly() {
     assert_eq!(leftovers("bad").await, 0);
 }
 
+/// Without `--remote-docker` the step fails and says how to get an engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn setup_remote_docker_says_unsupported() {
+async fn setup_remote_docker_without_an_engine_fails_clearly() {
     let data = tempfile::tempdir().unwrap();
     let task = docker_task(
         &[BUSYBOX],
@@ -541,12 +542,52 @@ async fn setup_remote_docker_says_unsupported() {
     );
     let (outcome, sink) = execute(config("remote", data.path()), &task).await;
     assert_eq!(outcome.status, TaskStatus::Failed);
-    assert!(
-        sink.step_text(0)
-            .contains("setup_remote_docker is not supported"),
-        "{}",
-        sink.text()
+    assert_eq!(
+        sink.step_text(0),
+        "setup_remote_docker: this agent gives jobs no Docker engine. Its operator can start it \
+         with `--remote-docker socket`, which gives jobs the host's Docker engine\n"
     );
+    assert_eq!(leftovers("remote").await, 0);
+}
+
+/// With `--remote-docker socket` later steps reach the host's engine through `DOCKER_HOST`
+/// (a raw HTTP request with perl: the engine sees the job's own container); earlier steps
+/// have no `DOCKER_HOST`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_remote_docker_gives_the_host_engine() {
+    let data = tempfile::tempdir().unwrap();
+    let request = r#"perl -MIO::Socket::UNIX -e '
+        my $s = IO::Socket::UNIX->new(Peer => $ENV{DOCKER_HOST} =~ s{^unix://}{}r) or die "connect: $!";
+        print $s "GET /containers/$ARGV[0]/json HTTP/1.0\r\n\r\n";
+        local $/; my $answer = <$s>;
+        print $answer =~ m{"Name":"(/[^"]+)"} ? "engine sees $1\n" : "no answer: $answer\n";
+    ' "$(hostname)""#;
+    let task = docker_task(
+        &[DEBIAN],
+        vec![
+            run("echo \"before=${DOCKER_HOST:-unset}\""),
+            StepSpec::SetupRemoteDocker {
+                version: Some("20.10.24".into()),
+            },
+            run(&format!("echo \"$DOCKER_HOST\"; {request}")),
+        ],
+    );
+    let config = config("remote-socket", data.path())
+        .remote_docker(gyre_executor::RemoteDocker::Socket("/var/run/docker.sock".into()));
+    let (outcome, sink) = execute(config, &task).await;
+    assert_success(&outcome, &sink);
+    assert_eq!(sink.step_text(0), "before=unset\n");
+    assert!(
+        sink.step_text(1).contains("DOCKER_HOST=unix:///.gyre/docker.sock"),
+        "{}",
+        sink.step_text(1)
+    );
+    let answer = sink.step_text(2);
+    assert!(
+        answer.starts_with("unix:///.gyre/docker.sock\nengine sees /gyre-build-0-"),
+        "{answer}"
+    );
+    assert_eq!(leftovers("remote-socket").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

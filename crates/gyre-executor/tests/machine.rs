@@ -401,3 +401,19 @@ async fn add_ssh_keys_all_and_ssh_uses_them() {
         sink.text()
     );
 }
+
+/// `setup_remote_docker` on the host with `--remote-docker socket`: `DOCKER_HOST` names the
+/// socket, and the engine answers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_remote_docker_names_the_host_socket() {
+    let data = tempfile::tempdir().unwrap();
+    let task = machine_task(vec![
+        StepSpec::SetupRemoteDocker { version: None },
+        run("echo \"$DOCKER_HOST\"; curl -sS --unix-socket \"${DOCKER_HOST#unix://}\" http://docker/_ping; echo"),
+    ]);
+    let config = config("remote", data.path())
+        .remote_docker(gyre_executor::RemoteDocker::Socket("/var/run/docker.sock".into()));
+    let (outcome, sink) = execute(config, &task).await;
+    assert_success(&outcome, &sink);
+    assert_eq!(sink.step_text(1), "unix:///var/run/docker.sock\nOK\n");
+}
