@@ -187,3 +187,29 @@ workflows:
     assert!(matches!(&job.steps[9], Step::Deploy(r) if r.command == "./ship"));
     assert_eq!(job.steps.len(), 10);
 }
+
+#[test]
+fn checkout_method_and_depth() {
+    let p = plan(
+        r#"
+version: 2.1
+jobs:
+  a:
+    machine: true
+    steps:
+      - checkout: {method: shallow, depth: 3}
+      - checkout: {method: blobless}
+workflows:
+  w: {jobs: [a]}
+"#,
+    );
+    let steps = &p.jobs["a"].steps;
+    assert!(matches!(
+        &steps[0],
+        Step::Checkout { method: Some(m), depth: Some(3), .. } if m == "shallow"
+    ));
+    assert!(matches!(
+        &steps[1],
+        Step::Checkout { method: Some(m), depth: None, .. } if m == "blobless"
+    ));
+}

@@ -1289,6 +1289,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn checkout_methods_parse() {
+        let parse = |m: Option<&str>, d| CheckoutMethod::parse(m, d).map_err(|e| e.to_string());
+        assert_eq!(parse(None, None), Ok(CheckoutMethod::Full));
+        assert_eq!(parse(Some("full"), None), Ok(CheckoutMethod::Full));
+        assert_eq!(parse(Some("blobless"), None), Ok(CheckoutMethod::Blobless));
+        assert_eq!(parse(Some("shallow"), None), Ok(CheckoutMethod::Shallow(1)));
+        assert_eq!(parse(Some("shallow"), Some(5)), Ok(CheckoutMethod::Shallow(5)));
+        let err = parse(Some("full"), Some(5)).unwrap_err();
+        assert!(err.contains("`depth` needs `method: shallow`"), "{err}");
+        let err = parse(Some("sparse"), None).unwrap_err();
+        assert!(err.contains("unknown method \"sparse\""), "{err}");
+    }
+
+    #[test]
     fn escaping_and_globs() {
         assert_eq!(escape_segment("v1/deps-%x"), "v1%2Fdeps-%25x");
         assert_eq!(unescape(&escape_segment(".a/b%")), ".a/b%");

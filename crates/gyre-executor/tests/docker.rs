@@ -837,3 +837,27 @@ async fn add_ssh_keys_by_fingerprint() {
     );
     assert_eq!(leftovers("sshkeys").await, 0);
 }
+
+/// A blobless checkout in a container with git: the whole history is there, the working
+/// tree is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobless_checkout_in_a_container() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, _first) = fixture_repo("checkout");
+    let sha = commit_change(repo.path(), "README.md", "second version\n");
+    let task = with_checkout(
+        docker_task(
+            &[DEBIAN],
+            vec![
+                checkout_step(".", Some("blobless"), None),
+                run("git log --format=%s | tr '\\n' ' '; git status --porcelain | wc -l; cat README.md"),
+            ],
+        ),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("blobless", data.path()), &task).await;
+    assert_success(&outcome, &sink);
+    assert_eq!(sink.step_text(1), "change fixture 0\nsecond version\n");
+    assert_eq!(leftovers("blobless").await, 0);
+}

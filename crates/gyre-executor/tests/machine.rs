@@ -417,3 +417,55 @@ async fn setup_remote_docker_names_the_host_socket() {
     assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(1), "unix:///var/run/docker.sock\nOK\n");
 }
+
+/// §4.4 `method`: full copies every object, blobless leaves out the file versions of older
+/// commits (and still checks out every file), shallow keeps `depth` commits; an unknown
+/// method fails the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_methods() {
+    let data = tempfile::tempdir().unwrap();
+    let (repo, _first) = fixture_repo("checkout");
+    commit_change(repo.path(), "README.md", "second version\n");
+    let sha = commit_change(repo.path(), "README.md", "third version\n");
+    let report = "for d in full blobless shallow; do \
+        echo \"$d: commits=$(git -C $d rev-list --count HEAD) \
+        missing=$(git -C $d rev-list --objects --all --missing=print | grep -c '^?') \
+        shallow=$(git -C $d rev-parse --is-shallow-repository) \
+        dirty=$(git -C $d status --porcelain | wc -l) readme=$(cat $d/README.md)\"; done";
+    let task = with_checkout(
+        machine_task(vec![
+            checkout_step("full", Some("full"), None),
+            checkout_step("blobless", Some("blobless"), None),
+            checkout_step("shallow", Some("shallow"), Some(2)),
+            run(report),
+            checkout_step("bad", Some("sparse"), None),
+        ]),
+        repo.path(),
+        &sha,
+    );
+    let (outcome, sink) = execute(config("methods", data.path()), &task).await;
+    assert_eq!(outcome.status, TaskStatus::Failed, "{}", sink.text());
+    assert_eq!(
+        outcome.steps[..5],
+        [
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Success,
+            StepStatus::Failed
+        ]
+    );
+    assert_eq!(
+        sink.step_text(3),
+        "full: commits=3 missing=0 shallow=false dirty=0 readme=third version\n\
+         blobless: commits=3 missing=2 shallow=false dirty=0 readme=third version\n\
+         shallow: commits=2 missing=0 shallow=true dirty=0 readme=third version\n"
+    );
+    assert!(sink.step_text(1).contains("(blobless)"), "{}", sink.step_text(1));
+    assert!(
+        sink.step_text(4)
+            .contains("checkout: unknown method \"sparse\" (expected full, blobless or shallow)"),
+        "{}",
+        sink.step_text(4)
+    );
+}

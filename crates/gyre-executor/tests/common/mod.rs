@@ -246,3 +246,28 @@ pub fn ssh_key_dir() -> (tempfile::TempDir, [TestKey; 2]) {
     std::fs::write(dir.path().join("README"), "not a key\n").unwrap();
     (dir, keys)
 }
+
+/// Commits a new version of `file` in `repo`; returns the new sha.
+pub fn commit_change(repo: &Path, file: &str, text: &str) -> String {
+    std::fs::write(repo.join(file), text).unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=gyre", "-c", "user.email=gyre@example.invalid"])
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    git(&["commit", "-q", "-am", "change"]);
+    git(&["rev-parse", "HEAD"]).trim().to_owned()
+}
+
+pub fn checkout_step(path: &str, method: Option<&str>, depth: Option<u32>) -> StepSpec {
+    StepSpec::Checkout {
+        path: Some(path.to_owned()),
+        method: method.map(str::to_owned),
+        depth,
+    }
+}
