@@ -26,7 +26,7 @@ use crate::logs::LogSink;
 use crate::session::{Frame, FramePump, Session};
 use crate::storage::{self, Target};
 use crate::task::{Runner, resolve_path};
-use crate::{Error, ExecutorConfig, RemoteDocker, TaskOutcome, TaskStatus};
+use crate::{Error, ExecutorConfig, RemoteDocker, TaskOutcome, TaskStatus, registry};
 
 const GYRE_DIR: &str = "/.gyre";
 const TASK_DIR: &str = "/.gyre/task";
@@ -109,8 +109,22 @@ impl DockerExecutor {
                 "a docker executor needs at least one image".to_owned(),
             ));
         }
+        // `image` and `auth` values may name the task's variables (§8.2).
+        let vars: Vec<(String, String)> = task
+            .environment
+            .iter()
+            .map(|v| (v.name.clone(), v.value.clone()))
+            .collect();
+        let images: Vec<ContainerSpec> = images
+            .iter()
+            .map(|spec| ContainerSpec {
+                image: registry::image(spec, &vars),
+                ..spec.clone()
+            })
+            .collect();
+        let images = images.as_slice();
         let cleanup = Cleanup::new(self.docker.clone());
-        let result = self.run_inner(task, images, sink, &cleanup).await;
+        let result = self.run_inner(task, images, &vars, sink, &cleanup).await;
         let result = match result {
             Err(err @ (Error::Docker { .. } | Error::Helper(_))) => {
                 // An entrypoint or command that exits ends the job (§3.4): say so.
@@ -158,12 +172,13 @@ impl DockerExecutor {
         &self,
         task: &TaskSpec,
         images: &[ContainerSpec],
+        vars: &[(String, String)],
         sink: &mut dyn LogSink,
         cleanup: &Cleanup,
     ) -> Result<TaskOutcome, Error> {
         let mut image_env = Vec::new();
         for (i, spec) in images.iter().enumerate() {
-            let env = self.ensure_image(spec).await?;
+            let env = self.ensure_image(spec, vars).await?;
             if i == 0 {
                 image_env = env;
             }
@@ -226,7 +241,11 @@ impl DockerExecutor {
     }
 
     /// Makes sure the image is present (pulling it if allowed); returns its environment.
-    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<Vec<(String, String)>, Error> {
+    async fn ensure_image(
+        &self,
+        spec: &ContainerSpec,
+        vars: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, Error> {
         if let Ok(image) = self.docker.inspect_image(&spec.image).await {
             return Ok(split_env(
                 image.config.and_then(|c| c.env).unwrap_or_default(),
@@ -238,18 +257,16 @@ impl DockerExecutor {
                 reason: "pulling is disabled".to_owned(),
             });
         }
-        let credentials = spec
-            .auth
-            .as_ref()
-            .map(|auth| bollard::auth::DockerCredentials {
-                username: Some(auth.username.clone()),
-                password: Some(auth.password.clone()),
-                ..Default::default()
-            });
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(&spec.image)
-            .build();
-        let mut pull = self.docker.create_image(Some(options), None, credentials);
+        let credentials = registry::credentials(spec, &spec.image, vars, &self.config.aws).await?;
+        let (name, tag) = split_reference(&spec.image);
+        let mut options = CreateImageOptionsBuilder::default().from_image(name);
+        if let Some(tag) = tag {
+            options = options.tag(tag);
+        }
+        tracing::info!(image = %spec.image, authenticated = credentials.is_some(), "pulling");
+        let mut pull = self
+            .docker
+            .create_image(Some(options.build()), None, credentials);
         while let Some(progress) = pull.next().await {
             if let Err(err) = progress {
                 return Err(Error::ImageUnavailable {
@@ -591,6 +608,19 @@ fn failed(message: String) -> TaskOutcome {
     }
 }
 
+/// (name, tag) of an image reference for a pull: `latest` when it names no tag (the
+/// engine would pull every tag), none for a digest (`name@sha256:…` is pulled as is).
+fn split_reference(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(colon) => (&image[..last_slash + colon], Some(&image[last_slash + colon + 1..])),
+        None => (image, Some("latest")),
+    }
+}
+
 fn split_env(env: Vec<String>) -> Vec<(String, String)> {
     env.into_iter()
         .filter_map(|kv| {
@@ -694,5 +724,25 @@ impl Drop for Cleanup {
             });
         });
         let _ = handle.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split_for_pulls() {
+        assert_eq!(split_reference("busybox"), ("busybox", Some("latest")));
+        assert_eq!(split_reference("cimg/node:20.1"), ("cimg/node", Some("20.1")));
+        assert_eq!(
+            split_reference("localhost:5000/app"),
+            ("localhost:5000/app", Some("latest"))
+        );
+        assert_eq!(
+            split_reference("localhost:5000/app:v2"),
+            ("localhost:5000/app", Some("v2"))
+        );
+        assert_eq!(split_reference("app@sha256:abc"), ("app@sha256:abc", None));
     }
 }

@@ -21,6 +21,7 @@ mod env;
 mod junit;
 mod logs;
 mod machine;
+mod registry;
 mod session;
 mod ssh_keys;
 mod storage;

@@ -51,6 +51,8 @@ pub struct LocalArgs {
     /// the gyre binary).
     #[arg(long, value_name = "PATH")]
     helper: Option<PathBuf>,
+    #[command(flatten)]
+    executor: crate::executor_args::ExecutorArgs,
 }
 
 /// How a job of the run ended.
@@ -121,7 +123,9 @@ pub fn execute(args: LocalArgs) -> anyhow::Result<ExitCode> {
         },
         branch: branch.clone(),
         tag: tag.clone(),
-        config: ExecutorConfig::new(&data_dir, helper).job_network(network),
+        config: args
+            .executor
+            .apply(ExecutorConfig::new(&data_dir, helper).job_network(network)),
         run_id,
         project: repo
             .file_name()

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod config_cmd;
+mod executor_args;
 mod local;
 mod serve;
 

@@ -70,6 +70,8 @@ pub struct AgentArgs {
     /// Tasks run at once.
     #[arg(long, value_name = "N", default_value_t = 1)]
     concurrency: usize,
+    #[command(flatten)]
+    executor: crate::executor_args::ExecutorArgs,
 }
 
 #[derive(clap::Args)]
@@ -363,6 +365,7 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
         .resource_classes(classes)
         .job_network(network(&agent.job_network))
         .max_concurrent_tasks(agent.concurrency);
+        let config = agent.executor.on_agent(config);
         let agent_task = tokio::spawn(gyre_agent::run(config, wait(stop_rx.clone())));
         ctrl_c().await;
         println!("shutting down: running tasks finish first (Ctrl-C again to stop now)");
@@ -428,6 +431,7 @@ pub fn agent(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         .resource_classes(classes)
         .job_network(network(&cmd.agent.job_network))
         .max_concurrent_tasks(cmd.agent.concurrency);
+        let config = cmd.agent.executor.on_agent(config);
         gyre_agent::run(config, ctrl_c()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -51,9 +51,13 @@ workflows:
 "#;
 
 fn repo() -> tempfile::TempDir {
+    repo_with(CONFIG)
+}
+
+fn repo_with(config: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join(".circleci")).expect("mkdir");
-    std::fs::write(dir.path().join(".circleci/config.yml"), CONFIG).expect("config");
+    std::fs::write(dir.path().join(".circleci/config.yml"), config).expect("config");
     std::fs::write(dir.path().join("README"), "hello\n").expect("readme");
     let git = |args: &[&str]| {
         let ok = Command::new("git")
@@ -139,4 +143,30 @@ fn single_job_and_bad_input() {
     let (code, out) = gyre(repo.path(), data.path(), &["-e", "not-a-pair"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("expected KEY=VALUE"), "{out}");
+}
+
+#[test]
+fn max_job_runtime_kills_a_slow_job() {
+    let repo = repo_with(
+        "version: 2.1\njobs:\n  slow:\n    machine: true\n    steps:\n      - run: echo started; sleep 120\nworkflows:\n  w: {jobs: [slow]}\n",
+    );
+    let data = tempfile::tempdir().expect("data dir");
+    let started = std::time::Instant::now();
+    let (code, out) = gyre(
+        repo.path(),
+        data.path(),
+        &["--job", "slow", "--max-job-runtime", "2s"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("started"), "{out}");
+    assert!(
+        out.contains("killed: the job exceeded its maximum runtime of 2s"),
+        "{out}"
+    );
+    assert!(summary_line(&out, "slow").contains("failed"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+    let (code, out) = gyre(repo.path(), data.path(), &["--max-job-runtime", "soon"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not a duration like 90s, 30m or 5h"), "{out}");
 }
