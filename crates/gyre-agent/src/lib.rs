@@ -39,7 +39,7 @@ use std::time::Duration;
 
 pub use blobs::HttpStorage;
 pub use events::EventSink;
-pub use gyre_executor::{JobNetwork, RemoteDocker};
+pub use gyre_executor::{JobNetwork, JobSettings, RemoteDocker};
 
 use client::{Backoff, Client, retry};
 
@@ -71,17 +71,12 @@ pub struct AgentConfig {
     pub job_network: JobNetwork,
     /// Tasks run at once. Default 1.
     pub max_concurrent_tasks: usize,
-    /// Longest time a task's steps may run. Default 5 hours
-    /// ([`gyre_executor::ExecutorConfig::max_job_runtime`]).
-    pub max_job_runtime: Duration,
-    /// SSH keys that `add_ssh_keys` hands to jobs. Default: none.
+    /// Runtime limit, SSH keys and remote Docker of the jobs this agent runs. Default
+    /// [`JobSettings::default`] (5 hours, no keys, no Docker engine).
     /// # Security
-    /// Every job this agent runs can ask for any of these keys.
-    pub ssh_keys_dir: Option<PathBuf>,
-    /// What `setup_remote_docker` gives jobs. Default [`RemoteDocker::Off`].
-    /// # Security
-    /// [`RemoteDocker::Socket`] gives job code root on the agent's host.
-    pub remote_docker: RemoteDocker,
+    /// Every job can ask for any of the keys; [`RemoteDocker::Socket`] gives job code root
+    /// on the agent's host.
+    pub job: JobSettings,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -95,9 +90,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("helper", &self.helper)
             .field("job_network", &self.job_network)
             .field("max_concurrent_tasks", &self.max_concurrent_tasks)
-            .field("max_job_runtime", &self.max_job_runtime)
-            .field("ssh_keys_dir", &self.ssh_keys_dir)
-            .field("remote_docker", &self.remote_docker)
+            .field("job", &self.job)
             .finish()
     }
 }
@@ -119,24 +112,12 @@ impl AgentConfig {
             helper: helper.into(),
             job_network: JobNetwork::None,
             max_concurrent_tasks: 1,
-            max_job_runtime: Duration::from_secs(5 * 3600),
-            ssh_keys_dir: None,
-            remote_docker: RemoteDocker::Off,
+            job: JobSettings::default(),
         }
     }
 
-    pub fn max_job_runtime(mut self, limit: Duration) -> Self {
-        self.max_job_runtime = limit;
-        self
-    }
-
-    pub fn ssh_keys_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.ssh_keys_dir = Some(dir.into());
-        self
-    }
-
-    pub fn remote_docker(mut self, remote: RemoteDocker) -> Self {
-        self.remote_docker = remote;
+    pub fn job_settings(mut self, settings: JobSettings) -> Self {
+        self.job = settings;
         self
     }
 
@@ -361,8 +342,8 @@ mod tests {
             .max_concurrent_tasks(0);
         assert_eq!(config.max_concurrent_tasks, 1);
         assert_eq!(config.job_network, JobNetwork::None);
-        assert_eq!(config.max_job_runtime, Duration::from_secs(5 * 3600));
-        assert_eq!(config.remote_docker, RemoteDocker::Off);
+        assert_eq!(config.job.max_job_runtime, Duration::from_secs(5 * 3600));
+        assert_eq!(config.job.remote_docker, RemoteDocker::Off);
         assert_eq!(config.resource_classes, ["docker/medium"]);
         assert!(!format!("{config:?}").contains("secret"));
     }

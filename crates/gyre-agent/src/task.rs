@@ -71,13 +71,11 @@ async fn run_inner(
     let (mut sink, rx, budget) = events::channel();
     let uploader = tokio::spawn(events::upload(client.clone(), task, rx, budget, lease));
 
-    let mut executor_config = ExecutorConfig::new(&config.work_dir, &config.helper)
+    let executor_config = ExecutorConfig::new(&config.work_dir, &config.helper)
         .job_network(config.job_network.clone())
         .label("gyre.agent", config.name.clone())
-        .max_job_runtime(config.max_job_runtime)
-        .remote_docker(config.remote_docker.clone())
+        .job_settings(config.job.clone())
         .storage(Arc::new(HttpStorage::from_client(client.clone())));
-    executor_config.ssh_keys_dir = config.ssh_keys_dir.clone();
     let ended = execute(&assignment, executor_config, &mut sink, &mut state).await;
 
     let finish = match ended {

@@ -276,14 +276,17 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
 /// The OOM kill count of the memory cgroup we run in (cgroup v1 `memory.oom_control`, v2
 /// `memory.events`); `None` when no cgroup file says.
 fn oom_kills() -> Option<u64> {
-    ["/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"]
-        .iter()
-        .filter_map(|file| std::fs::read_to_string(file).ok())
-        .find_map(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("oom_kill "))
-                .and_then(|n| n.trim().parse().ok())
-        })
+    [
+        "/sys/fs/cgroup/memory/memory.oom_control",
+        "/sys/fs/cgroup/memory.events",
+    ]
+    .iter()
+    .filter_map(|file| std::fs::read_to_string(file).ok())
+    .find_map(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+    })
 }
 
 fn spawn_reader(

@@ -323,7 +323,7 @@ impl DockerExecutor {
             binds.push(format!("{}:{IO_DIR}", io.dir.path().display()));
         }
         // `setup_remote_docker` with `--remote-docker socket`: the host engine's socket.
-        if let RemoteDocker::Socket(socket) = &self.config.remote_docker
+        if let RemoteDocker::Socket(socket) = &self.config.job.remote_docker
             && task
                 .steps
                 .iter()
@@ -616,7 +616,10 @@ fn split_reference(image: &str) -> (&str, Option<&str>) {
     }
     let last_slash = image.rfind('/').map_or(0, |i| i + 1);
     match image[last_slash..].rfind(':') {
-        Some(colon) => (&image[..last_slash + colon], Some(&image[last_slash + colon + 1..])),
+        Some(colon) => (
+            &image[..last_slash + colon],
+            Some(&image[last_slash + colon + 1..]),
+        ),
         None => (image, Some("latest")),
     }
 }
@@ -734,7 +737,10 @@ mod tests {
     #[test]
     fn image_references_split_for_pulls() {
         assert_eq!(split_reference("busybox"), ("busybox", Some("latest")));
-        assert_eq!(split_reference("cimg/node:20.1"), ("cimg/node", Some("20.1")));
+        assert_eq!(
+            split_reference("cimg/node:20.1"),
+            ("cimg/node", Some("20.1"))
+        );
         assert_eq!(
             split_reference("localhost:5000/app"),
             ("localhost:5000/app", Some("latest"))

@@ -113,18 +113,36 @@ pub struct ExecutorConfig {
     pub label: String,
     /// More labels for every container (e.g. the agent's name).
     pub extra_labels: Vec<(String, String)>,
+    /// Runtime limit, SSH keys and remote Docker: see [`JobSettings`].
+    pub job: JobSettings,
+    /// Endpoints of the AWS services `aws_auth` calls. Default: AWS's own.
+    pub aws: AwsEndpoints,
+}
+
+/// What jobs may use and for how long: the operator's settings of an agent (or of
+/// `gyre local execute`), the same for every task it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSettings {
     /// Longest time a task's steps may take (CircleCI's job runtime limit); then the
     /// running step is killed and the task fails. Default 5 hours.
     pub max_job_runtime: Duration,
     /// Directory of SSH private keys that `add_ssh_keys` hands to jobs (each key with
     /// its `.pub` next to it, or in OpenSSH format). Default: none.
     /// # Security
-    /// Every job this executor runs can ask for any of these keys.
+    /// Every job can ask for any of these keys.
     pub ssh_keys_dir: Option<PathBuf>,
     /// What `setup_remote_docker` gives jobs. Default [`RemoteDocker::Off`].
     pub remote_docker: RemoteDocker,
-    /// Endpoints of the AWS services `aws_auth` calls. Default: AWS's own.
-    pub aws: AwsEndpoints,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            max_job_runtime: Duration::from_secs(5 * 3600),
+            ssh_keys_dir: None,
+            remote_docker: RemoteDocker::Off,
+        }
+    }
 }
 
 /// What `setup_remote_docker` does (agent setting `--remote-docker`).
@@ -162,25 +180,28 @@ impl ExecutorConfig {
             machine_home: None,
             label: "gyre.task".to_owned(),
             extra_labels: Vec::new(),
-            max_job_runtime: Duration::from_secs(5 * 3600),
-            ssh_keys_dir: None,
-            remote_docker: RemoteDocker::Off,
+            job: JobSettings::default(),
             aws: AwsEndpoints::default(),
         }
     }
 
+    pub fn job_settings(mut self, settings: JobSettings) -> Self {
+        self.job = settings;
+        self
+    }
+
     pub fn max_job_runtime(mut self, limit: Duration) -> Self {
-        self.max_job_runtime = limit;
+        self.job.max_job_runtime = limit;
         self
     }
 
     pub fn ssh_keys_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.ssh_keys_dir = Some(dir.into());
+        self.job.ssh_keys_dir = Some(dir.into());
         self
     }
 
     pub fn remote_docker(mut self, remote: RemoteDocker) -> Self {
-        self.remote_docker = remote;
+        self.job.remote_docker = remote;
         self
     }
 

@@ -68,10 +68,13 @@ pub(crate) async fn credentials(
                     .to_owned(),
             });
         }
-        (Some(AwsAuth::Keys {
-            access_key_id,
-            secret_access_key,
-        }), Some(_)) => AwsKeys {
+        (
+            Some(AwsAuth::Keys {
+                access_key_id,
+                secret_access_key,
+            }),
+            Some(_),
+        ) => AwsKeys {
             access_key_id: expand(access_key_id, env),
             secret_access_key: expand(secret_access_key, env),
             session_token: None,
@@ -277,7 +280,10 @@ async fn assume_role(
         .await
         .map_err(|e| format!("STS AssumeRoleWithWebIdentity at {url}: {e}"))?;
     let status = answer.status();
-    let text = answer.text().await.map_err(|e| format!("STS at {url}: {e}"))?;
+    let text = answer
+        .text()
+        .await
+        .map_err(|e| format!("STS at {url}: {e}"))?;
     let field = |name: &str| {
         let open = format!("<{name}>");
         let start = text.find(&open)? + open.len();

@@ -1,5 +1,5 @@
 //! `add_ssh_keys` (§4.13): SSH keys from the agent's key directory
-//! ([`crate::ExecutorConfig::ssh_keys_dir`]) into the job's `~/.ssh`.
+//! ([`crate::JobSettings::ssh_keys_dir`]) into the job's `~/.ssh`.
 //!
 //! Each private key in the directory is known by the fingerprints of its public key, in
 //! both forms CircleCI shows (`aa:bb:…` MD5 and `SHA256:…`). The public key comes from the
@@ -44,7 +44,12 @@ impl SshKey {
 
 /// Reads every key of `dir` (files that start with `-----BEGIN`), in name order.
 pub(crate) fn load(dir: &Path) -> Result<Vec<SshKey>, Error> {
-    let read_dir = |e| Error::io(format!("reading the SSH key directory {}", dir.display()), e);
+    let read_dir = |e| {
+        Error::io(
+            format!("reading the SSH key directory {}", dir.display()),
+            e,
+        )
+    };
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .map_err(read_dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -53,8 +58,8 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<SshKey>, Error> {
     paths.sort();
     let mut keys = Vec::new();
     for path in paths {
-        let private =
-            std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let private = std::fs::read(&path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if !private.starts_with(b"-----BEGIN") {
             continue;
         }

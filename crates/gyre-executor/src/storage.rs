@@ -1295,7 +1295,10 @@ mod tests {
         assert_eq!(parse(Some("full"), None), Ok(CheckoutMethod::Full));
         assert_eq!(parse(Some("blobless"), None), Ok(CheckoutMethod::Blobless));
         assert_eq!(parse(Some("shallow"), None), Ok(CheckoutMethod::Shallow(1)));
-        assert_eq!(parse(Some("shallow"), Some(5)), Ok(CheckoutMethod::Shallow(5)));
+        assert_eq!(
+            parse(Some("shallow"), Some(5)),
+            Ok(CheckoutMethod::Shallow(5))
+        );
         let err = parse(Some("full"), Some(5)).unwrap_err();
         assert!(err.contains("`depth` needs `method: shallow`"), "{err}");
         let err = parse(Some("sparse"), None).unwrap_err();

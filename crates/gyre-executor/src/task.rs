@@ -97,7 +97,7 @@ impl<'a> Runner<'a> {
         let mut killed = false;
         let mut message = None;
         let mut statuses = Vec::with_capacity(self.task.steps.len());
-        let limit = self.config.max_job_runtime;
+        let limit = self.config.job.max_job_runtime;
         let deadline = tokio::time::Instant::now().checked_add(limit);
         for (idx, step) in self.task.steps.iter().enumerate() {
             // A killed job runs nothing more, not even `when: always` steps (§4.3).
@@ -507,7 +507,7 @@ impl<'a> Runner<'a> {
     /// `setup_remote_docker` (§4.5): with `--remote-docker socket`, later steps get
     /// `DOCKER_HOST` naming the host's engine (mounted into Docker jobs); otherwise an error.
     fn setup_remote_docker(&mut self, version: Option<&str>) -> Result<String, Error> {
-        let RemoteDocker::Socket(socket) = &self.config.remote_docker else {
+        let RemoteDocker::Socket(socket) = &self.config.job.remote_docker else {
             return Err(Error::Step(
                 "setup_remote_docker: this agent gives jobs no Docker engine. Its operator can \
                  start it with `--remote-docker socket`, which gives jobs the host's Docker engine"
@@ -528,7 +528,9 @@ impl<'a> Runner<'a> {
              Like CircleCI's remote engine, its containers do not see this job's files or localhost"
         );
         if let Some(version) = version {
-            note.push_str(&format!(" (version {version:?} asked for; the host's version is used)"));
+            note.push_str(&format!(
+                " (version {version:?} asked for; the host's version is used)"
+            ));
         }
         Ok(note)
     }
@@ -536,7 +538,7 @@ impl<'a> Runner<'a> {
     /// `add_ssh_keys`: the requested keys (all when none is named) of the agent's key
     /// directory into `~/.ssh`, plus `IdentityFile` lines in `~/.ssh/config`.
     async fn add_ssh_keys(&mut self, fingerprints: &[String]) -> Result<String, Error> {
-        let Some(dir) = &self.config.ssh_keys_dir else {
+        let Some(dir) = &self.config.job.ssh_keys_dir else {
             if fingerprints.is_empty() {
                 return Ok("No SSH keys are configured on this agent; nothing added".to_owned());
             }

@@ -222,7 +222,11 @@ async fn checkout_into_an_image_without_git() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run(
                     "test ! -e /usr/bin/git && cat README.md && sh src/hello.sh && test -f .git/HEAD",
                 ),
@@ -256,7 +260,11 @@ async fn cache_round_trip_with_a_checksum_key() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run(
                     "mkdir -p deps/sub && echo cached-content > deps/sub/file.txt && ln -s sub/file.txt deps/link",
                 ),
@@ -288,7 +296,11 @@ async fn cache_round_trip_with_a_checksum_key() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 StepSpec::RestoreCache {
                     name: None,
                     keys: vec!["nothing-like-this".into(), key.into(), "deps-v1-".into()],
@@ -389,7 +401,11 @@ async fn test_results_parsed_then_used_for_timing_split() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run("mkdir -p results/pytest && cp junit.xml results/pytest/"),
                 StepSpec::StoreTestResults {
                     path: "results".into(),
@@ -433,7 +449,11 @@ async fn test_results_parsed_then_used_for_timing_split() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run(&format!("{split} 0")),
                 run(&format!("{split} 1")),
                 run("circleci tests glob 'tests/*.py' | circleci tests split"),
@@ -572,13 +592,15 @@ async fn setup_remote_docker_gives_the_host_engine() {
             run(&format!("echo \"$DOCKER_HOST\"; {request}")),
         ],
     );
-    let config = config("remote-socket", data.path())
-        .remote_docker(gyre_executor::RemoteDocker::Socket("/var/run/docker.sock".into()));
+    let config = config("remote-socket", data.path()).remote_docker(
+        gyre_executor::RemoteDocker::Socket("/var/run/docker.sock".into()),
+    );
     let (outcome, sink) = execute(config, &task).await;
     assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(0), "before=unset\n");
     assert!(
-        sink.step_text(1).contains("DOCKER_HOST=unix:///.gyre/docker.sock"),
+        sink.step_text(1)
+            .contains("DOCKER_HOST=unix:///.gyre/docker.sock"),
         "{}",
         sink.step_text(1)
     );
@@ -632,9 +654,17 @@ async fn checkout_refuses_a_non_empty_directory_that_is_not_a_repository() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 // A git repository is updated in place.
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run("mkdir -p /tmp/notgit && echo x > /tmp/notgit/f"),
                 StepSpec::Checkout {
                     path: Some("/tmp/notgit".into()),
@@ -673,7 +703,11 @@ async fn steps_run_as_the_configured_user_and_own_the_checkout() {
         docker_task(
             &[BUSYBOX],
             vec![
-                StepSpec::Checkout { path: None, method: None, depth: None },
+                StepSpec::Checkout {
+                    path: None,
+                    method: None,
+                    depth: None,
+                },
                 run(
                     "id -u; echo changed >> README.md && tail -n 1 README.md; echo 'export A=1' >> \"$BASH_ENV\"",
                 ),
@@ -850,7 +884,9 @@ async fn blobless_checkout_in_a_container() {
             &[DEBIAN],
             vec![
                 checkout_step(".", Some("blobless"), None),
-                run("git log --format=%s | tr '\\n' ' '; git status --porcelain | wc -l; cat README.md"),
+                run(
+                    "git log --format=%s | tr '\\n' ' '; git status --porcelain | wc -l; cat README.md",
+                ),
             ],
         ),
         repo.path(),

@@ -87,7 +87,10 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Seen> {
     let head = String::from_utf8(bytes[..head_end].to_vec()).unwrap();
     let mut lines = head.lines();
     let mut first = lines.next().unwrap().split(' ');
-    let (method, path) = (first.next().unwrap().to_owned(), first.next().unwrap().to_owned());
+    let (method, path) = (
+        first.next().unwrap().to_owned(),
+        first.next().unwrap().to_owned(),
+    );
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -165,27 +168,40 @@ fn assert_ecr_request(seen: &Seen, key_id: &str, signed: &str) {
         .strip_prefix(&prefix)
         .unwrap_or_else(|| panic!("{auth}\ndoes not start with\n{prefix}"));
     assert_eq!(signature.len(), 64, "{auth}");
-    assert!(signature.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(
+        signature
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_from_the_environment_get_an_ecr_token_then_the_pull_fails_naming_the_image() {
     let data = tempfile::tempdir().unwrap();
     let (url, seen) = stub(vec![ecr_ok()]).await;
-    let task = ecr_task(keys_from_env(), &[("ECR_KEY_ID", "AKIDTEST"), ("ECR_SECRET", "s3cr3t")]);
+    let task = ecr_task(
+        keys_from_env(),
+        &[("ECR_KEY_ID", "AKIDTEST"), ("ECR_SECRET", "s3cr3t")],
+    );
     let mut config = config("ecr-ok", data.path());
     config.aws.ecr = Some(url);
     let (outcome, _sink) = execute(config, &task).await;
     assert_eq!(outcome.status, TaskStatus::Failed);
     let message = outcome.message.unwrap();
     assert!(
-        message.starts_with(&format!("image {IMAGE} is not available locally and could not be pulled")),
+        message.starts_with(&format!(
+            "image {IMAGE} is not available locally and could not be pulled"
+        )),
         "{message}"
     );
     assert!(!message.contains("GetAuthorizationToken"), "{message}");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
-    assert_ecr_request(&seen[0], "AKIDTEST", "content-type;host;x-amz-date;x-amz-target");
+    assert_ecr_request(
+        &seen[0],
+        "AKIDTEST",
+        "content-type;host;x-amz-date;x-amz-target",
+    );
     assert_eq!(leftovers("ecr-ok").await, 0);
 }
 
@@ -194,7 +210,10 @@ async fn an_ecr_refusal_ends_the_task_with_aws_message() {
     let data = tempfile::tempdir().unwrap();
     let refusal = r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#;
     let (url, _seen) = stub(vec![(400, refusal.to_owned())]).await;
-    let task = ecr_task(keys_from_env(), &[("ECR_KEY_ID", "AKIDBAD"), ("ECR_SECRET", "nope")]);
+    let task = ecr_task(
+        keys_from_env(),
+        &[("ECR_KEY_ID", "AKIDBAD"), ("ECR_SECRET", "nope")],
+    );
     let mut config = config("ecr-refused", data.path());
     config.aws.ecr = Some(url);
     let (outcome, _sink) = execute(config, &task).await;
@@ -237,7 +256,11 @@ async fn an_oidc_role_is_assumed_through_sts_first() {
         "RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fpull",
         "WebIdentityToken=header.claims.sig",
     ] {
-        assert!(sts_request.body.split('&').any(|p| p == pair), "{pair} in {}", sts_request.body);
+        assert!(
+            sts_request.body.split('&').any(|p| p == pair),
+            "{pair} in {}",
+            sts_request.body
+        );
     }
     let ecr_request = ecr_seen.lock().unwrap()[0].clone();
     assert_eq!(ecr_request.header("x-amz-security-token"), "session-token");
@@ -252,7 +275,10 @@ async fn an_oidc_role_is_assumed_through_sts_first() {
     let (outcome, _sink) = execute(config, &task).await;
     let message = outcome.message.unwrap();
     assert!(message.contains(IMAGE), "{message}");
-    assert!(message.contains("needs the job's OIDC token (CIRCLE_OIDC_TOKEN)"), "{message}");
+    assert!(
+        message.contains("needs the job's OIDC token (CIRCLE_OIDC_TOKEN)"),
+        "{message}"
+    );
     assert_eq!(leftovers("ecr-oidc").await, 0);
 }
 
@@ -263,10 +289,19 @@ async fn docker_auth_is_sent_to_the_registry() {
     let data = tempfile::tempdir().unwrap();
     let challenge = "www-authenticate: Basic realm=\"gyre-test\"\r\n";
     let answers = (0..6)
-        .map(|_| (401, challenge, r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_owned()))
+        .map(|_| {
+            (
+                401,
+                challenge,
+                r#"{"errors":[{"code":"UNAUTHORIZED"}]}"#.to_owned(),
+            )
+        })
         .collect();
     let (url, seen) = stub_with_headers(answers).await;
-    let registry = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let registry = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     let image = format!("{registry}/gyre-test/private:1.0");
     let mut task = docker_task(&[&image], vec![run("echo never")]);
     let ExecutorSpec::Docker { images } = &mut task.executor else {
@@ -280,14 +315,20 @@ async fn docker_auth_is_sent_to_the_registry() {
     let (outcome, _sink) = execute(config("registry-auth", data.path()), &task).await;
     assert_eq!(outcome.status, TaskStatus::Failed);
     let message = outcome.message.unwrap();
-    assert!(message.starts_with(&format!("image {image} is not available")), "{message}");
+    assert!(
+        message.starts_with(&format!("image {image} is not available")),
+        "{message}"
+    );
     let expected = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("robot:pa55word")
     );
     let seen = seen.lock().unwrap().clone();
     assert!(
-        seen.iter().any(|s| s.headers.iter().any(|(k, v)| k == "authorization" && *v == expected)),
+        seen.iter().any(|s| s
+            .headers
+            .iter()
+            .any(|(k, v)| k == "authorization" && *v == expected)),
         "{seen:#?}"
     );
     assert_eq!(leftovers("registry-auth").await, 0);

@@ -77,7 +77,11 @@ async fn checkout_cache_and_workspace() {
     let key = "m-{{ checksum \"lock.txt\" }}-{{ arch }}";
     let first = with_checkout(
         machine_task(vec![
-            StepSpec::Checkout { path: None, method: None, depth: None },
+            StepSpec::Checkout {
+                path: None,
+                method: None,
+                depth: None,
+            },
             run(
                 "mkdir -p vendor && echo vendored > vendor/v.txt && mkdir -p out && echo artefact > out/a.txt",
             ),
@@ -107,7 +111,11 @@ async fn checkout_cache_and_workspace() {
     let ws = tempfile::tempdir().unwrap();
     let second = with_checkout(
         machine_task(vec![
-            StepSpec::Checkout { path: None, method: None, depth: None },
+            StepSpec::Checkout {
+                path: None,
+                method: None,
+                depth: None,
+            },
             StepSpec::RestoreCache {
                 name: None,
                 keys: vec![key.into()],
@@ -376,7 +384,9 @@ async fn add_ssh_keys_all_and_ssh_uses_them() {
         StepSpec::AddSshKeys {
             fingerprints: vec![],
         },
-        run("ssh -F \"$HOME/.ssh/config\" -G example.com 2>/dev/null | grep '^identityfile .*id_rsa_' | sed \"s|$HOME|~|\""),
+        run(
+            "ssh -F \"$HOME/.ssh/config\" -G example.com 2>/dev/null | grep '^identityfile .*id_rsa_' | sed \"s|$HOME|~|\"",
+        ),
     ]);
     let with_keys = config("sshkeys", data.path()).ssh_keys_dir(keys_dir.path());
     let (outcome, sink) = execute(with_keys, &task).await;
@@ -409,10 +419,13 @@ async fn setup_remote_docker_names_the_host_socket() {
     let data = tempfile::tempdir().unwrap();
     let task = machine_task(vec![
         StepSpec::SetupRemoteDocker { version: None },
-        run("echo \"$DOCKER_HOST\"; curl -sS --unix-socket \"${DOCKER_HOST#unix://}\" http://docker/_ping; echo"),
+        run(
+            "echo \"$DOCKER_HOST\"; curl -sS --unix-socket \"${DOCKER_HOST#unix://}\" http://docker/_ping; echo",
+        ),
     ]);
-    let config = config("remote", data.path())
-        .remote_docker(gyre_executor::RemoteDocker::Socket("/var/run/docker.sock".into()));
+    let config = config("remote", data.path()).remote_docker(gyre_executor::RemoteDocker::Socket(
+        "/var/run/docker.sock".into(),
+    ));
     let (outcome, sink) = execute(config, &task).await;
     assert_success(&outcome, &sink);
     assert_eq!(sink.step_text(1), "unix:///var/run/docker.sock\nOK\n");
@@ -461,7 +474,11 @@ async fn checkout_methods() {
          blobless: commits=3 missing=2 shallow=false dirty=0 readme=third version\n\
          shallow: commits=2 missing=0 shallow=true dirty=0 readme=third version\n"
     );
-    assert!(sink.step_text(1).contains("(blobless)"), "{}", sink.step_text(1));
+    assert!(
+        sink.step_text(1).contains("(blobless)"),
+        "{}",
+        sink.step_text(1)
+    );
     assert!(
         sink.step_text(4)
             .contains("checkout: unknown method \"sparse\" (expected full, blobless or shallow)"),

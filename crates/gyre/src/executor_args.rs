@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gyre_executor::{ExecutorConfig, RemoteDocker};
+use gyre_executor::{JobSettings, RemoteDocker};
 
 /// How jobs run, whichever command runs them.
 #[derive(clap::Args, Clone, Debug)]
@@ -23,25 +23,12 @@ pub struct ExecutorArgs {
 }
 
 impl ExecutorArgs {
-    /// These settings on `config`.
-    pub fn apply(&self, config: ExecutorConfig) -> ExecutorConfig {
-        let config = config
-            .max_job_runtime(self.max_job_runtime)
-            .remote_docker(self.remote_docker());
-        match &self.ssh_keys_dir {
-            Some(dir) => config.ssh_keys_dir(dir),
-            None => config,
-        }
-    }
-
-    /// These settings on an agent's `config`.
-    pub fn on_agent(&self, config: gyre_agent::AgentConfig) -> gyre_agent::AgentConfig {
-        let config = config
-            .max_job_runtime(self.max_job_runtime)
-            .remote_docker(self.remote_docker());
-        match &self.ssh_keys_dir {
-            Some(dir) => config.ssh_keys_dir(dir),
-            None => config,
+    /// These settings.
+    pub fn settings(&self) -> JobSettings {
+        JobSettings {
+            max_job_runtime: self.max_job_runtime,
+            ssh_keys_dir: self.ssh_keys_dir.clone(),
+            remote_docker: self.remote_docker(),
         }
     }
 

@@ -123,9 +123,9 @@ pub fn execute(args: LocalArgs) -> anyhow::Result<ExitCode> {
         },
         branch: branch.clone(),
         tag: tag.clone(),
-        config: args
-            .executor
-            .apply(ExecutorConfig::new(&data_dir, helper).job_network(network)),
+        config: ExecutorConfig::new(&data_dir, helper)
+            .job_network(network)
+            .job_settings(args.executor.settings()),
         run_id,
         project: repo
             .file_name()

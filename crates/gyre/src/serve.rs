@@ -364,8 +364,8 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
         )
         .resource_classes(classes)
         .job_network(network(&agent.job_network))
-        .max_concurrent_tasks(agent.concurrency);
-        let config = agent.executor.on_agent(config);
+        .max_concurrent_tasks(agent.concurrency)
+        .job_settings(agent.executor.settings());
         let agent_task = tokio::spawn(gyre_agent::run(config, wait(stop_rx.clone())));
         ctrl_c().await;
         println!("shutting down: running tasks finish first (Ctrl-C again to stop now)");
@@ -430,8 +430,8 @@ pub fn agent(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         )
         .resource_classes(classes)
         .job_network(network(&cmd.agent.job_network))
-        .max_concurrent_tasks(cmd.agent.concurrency);
-        let config = cmd.agent.executor.on_agent(config);
+        .max_concurrent_tasks(cmd.agent.concurrency)
+        .job_settings(cmd.agent.executor.settings());
         gyre_agent::run(config, ctrl_c()).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -226,7 +226,11 @@ pub fn ssh_key_dir() -> (tempfile::TempDir, [TestKey; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let keygen = |args: &[&str]| {
         let out = Command::new("ssh-keygen").args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let key = |name: &str| {
@@ -234,7 +238,13 @@ pub fn ssh_key_dir() -> (tempfile::TempDir, [TestKey; 2]) {
         let path = path.to_str().unwrap();
         keygen(&["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path]);
         // "256 MD5:aa:bb:… comment (ED25519)"
-        let field = |hash: &str| keygen(&["-l", "-E", hash, "-f", path]).split(' ').nth(1).unwrap().to_owned();
+        let field = |hash: &str| {
+            keygen(&["-l", "-E", hash, "-f", path])
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        };
         TestKey {
             md5: field("md5").trim_start_matches("MD5:").to_owned(),
             sha256: field("sha256"),
@@ -252,12 +262,21 @@ pub fn commit_change(repo: &Path, file: &str, text: &str) -> String {
     std::fs::write(repo.join(file), text).unwrap();
     let git = |args: &[&str]| {
         let out = Command::new("git")
-            .args(["-c", "user.name=gyre", "-c", "user.email=gyre@example.invalid"])
+            .args([
+                "-c",
+                "user.name=gyre",
+                "-c",
+                "user.email=gyre@example.invalid",
+            ])
             .args(args)
             .current_dir(repo)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     git(&["commit", "-q", "-am", "change"]);
