@@ -301,6 +301,9 @@ fn spawn_reader(
     let out = out.clone();
     let last_output = last_output.clone();
     let eof = eof.clone();
+    // A larger pipe lets a chatty step write on while we send a frame, and makes our
+    // reads (and frames) larger: fewer wake-ups per byte. Best effort.
+    let _ = rustix::pipe::fcntl_setpipe_size(&pipe, PIPE_SIZE);
     std::thread::spawn(move || {
         let mut buf = vec![0u8; MAX_FRAME];
         'outer: loop {
@@ -326,6 +329,9 @@ fn spawn_reader(
         let _ = eof.send(());
     });
 }
+
+/// Capacity asked for the pipes of a step's stdout and stderr (Linux's default is 64 KiB).
+const PIPE_SIZE: usize = 1 << 20;
 
 /// Whether a read would not block.
 fn readable_now(fd: &impl std::os::fd::AsFd) -> bool {
