@@ -52,30 +52,33 @@ pub fn fixture_repo(scenario: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let src = workspace_root().join("tests/fixtures").join(scenario);
     copy_tree(&src, dir.path());
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=gyre",
-                "-c",
-                "user.email=gyre@example.invalid",
-            ])
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git = |args: &[&str]| git_in(dir.path(), args);
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "fixture"]);
     let sha = git(&["rev-parse", "HEAD"]).trim().to_owned();
     (dir, sha)
+}
+
+/// Runs git in `dir` (as a fixed committer); its stdout.
+fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=gyre",
+            "-c",
+            "user.email=gyre@example.invalid",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 fn copy_tree(src: &Path, dest: &Path) {
@@ -260,25 +263,7 @@ pub fn ssh_key_dir() -> (tempfile::TempDir, [TestKey; 2]) {
 /// Commits a new version of `file` in `repo`; returns the new sha.
 pub fn commit_change(repo: &Path, file: &str, text: &str) -> String {
     std::fs::write(repo.join(file), text).unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=gyre",
-                "-c",
-                "user.email=gyre@example.invalid",
-            ])
-            .args(args)
-            .current_dir(repo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let git = |args: &[&str]| git_in(repo, args);
     git(&["commit", "-q", "-am", "change"]);
     git(&["rev-parse", "HEAD"]).trim().to_owned()
 }
