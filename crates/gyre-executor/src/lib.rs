@@ -27,6 +27,7 @@ mod ssh_keys;
 mod storage;
 mod task;
 mod template;
+mod unpack;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -326,7 +326,9 @@ impl Target {
                     drop(writer);
                     result
                 });
-                let consumer = tokio::task::spawn_blocking(move || unpack_at_root(reader));
+                let consumer = tokio::task::spawn_blocking(move || {
+                    crate::unpack::unpack_at(Path::new("/"), reader)
+                });
                 let unpacked = join(consumer).await;
                 let produced = join(producer).await;
                 // An unpacking error first: it is why the producer's pipe broke.
@@ -355,41 +357,6 @@ impl Target {
             }
         }
     }
-}
-
-/// Extracts a tar at `/` on the host. Faster than `Archive::unpack` (which resolves every
-/// parent directory of every entry): names with `..` or roots are skipped, parents are
-/// created once.
-/// # Security
-/// Only for the machine executor, whose steps run with the agent's rights anyway.
-fn unpack_at_root(reader: impl Read) -> std::io::Result<()> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_overwrite(true);
-    let mut made = std::collections::HashSet::new();
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        if path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-        {
-            tracing::warn!(path = %path.display(), "skipping an unsafe archive entry");
-            continue;
-        }
-        let dest = Path::new("/").join(&path);
-        if let Some(parent) = dest.parent()
-            && !made.contains(parent)
-        {
-            std::fs::create_dir_all(parent)?;
-            made.insert(parent.to_path_buf());
-        }
-        entry.unpack(&dest)?;
-        if entry.header().entry_type().is_dir() {
-            made.insert(dest);
-        }
-    }
-    Ok(())
 }
 
 async fn join<T>(handle: tokio::task::JoinHandle<T>) -> T
