@@ -1,0 +1,13 @@
+-- The web UI's sign-in sessions. Only a hash of the session id (the cookie) is kept; the
+-- CSRF token is checked on every form the UI posts. Same portability rules as 0001.
+CREATE TABLE ui_sessions (
+    id_hash TEXT PRIMARY KEY,
+    login TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at);
+
+-- Project pages filter pipelines by branch, newest first.
+CREATE INDEX pipelines_by_branch ON pipelines (project_id, branch, number);
