@@ -3,7 +3,7 @@
 //! without reading all of it).
 
 use crate::error::query;
-use crate::{Error, LogChunk, Millis, Store, TaskKey, get, to_i64};
+use crate::{Error, LogChunk, Millis, ProjectId, Store, TaskKey, get, to_i64};
 
 /// A signed-in browser session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +68,21 @@ impl Store {
             .await
             .map_err(query("delete_ui_session"))?;
         Ok(())
+    }
+
+    /// Changes a project's default branch; `false` if there is no such project.
+    pub async fn set_project_default_branch(
+        &self,
+        project: ProjectId,
+        branch: &str,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query("UPDATE projects SET default_branch = $2 WHERE id = $1")
+            .bind(to_i64("project id", project.0)?)
+            .bind(branch)
+            .execute(&self.pool)
+            .await
+            .map_err(query("set_project_default_branch"))?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// A task's chunks with `seq < before_seq`, newest first, at most `limit`: the end of a
