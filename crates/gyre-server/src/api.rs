@@ -510,7 +510,12 @@ async fn approve(
 }
 
 /// Approves the approval job `job` of workflow `wf` on behalf of `by`.
-pub(crate) async fn approve_job(app: &App, wf: WorkflowId, job: JobId, by: String) -> ApiResult<()> {
+pub(crate) async fn approve_job(
+    app: &App,
+    wf: WorkflowId,
+    job: JobId,
+    by: String,
+) -> ApiResult<()> {
     orchestrate::apply(app, wf, vec![Event::Approve { job, by }])
         .await
         .map_err(apply_error)

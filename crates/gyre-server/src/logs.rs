@@ -180,9 +180,25 @@ fn build_archive(events: &[LogChunk]) -> (Vec<u8>, Index) {
             .then(|| String::from_utf8_lossy(&c.data).into_owned());
         if is_output(stream) {
             data.extend_from_slice(&c.data);
-            entries.push(IndexEntry(c.seq, c.step, stream.into(), c.at.0, off, len, text));
+            entries.push(IndexEntry(
+                c.seq,
+                c.step,
+                stream.into(),
+                c.at.0,
+                off,
+                len,
+                text,
+            ));
         } else {
-            entries.push(IndexEntry(c.seq, c.step, stream.into(), c.at.0, off, 0, text));
+            entries.push(IndexEntry(
+                c.seq,
+                c.step,
+                stream.into(),
+                c.at.0,
+                off,
+                0,
+                text,
+            ));
         }
     }
     (

@@ -77,15 +77,19 @@ pub fn layout(nodes: &[Node]) -> Vec<Vec<Cell>> {
     cols
 }
 
-/// Groups matrix instances: jobs made from the same job body, when there are several,
-/// are grouped under the body's name.
-pub fn matrix_groups(bodies: &[Option<String>]) -> Vec<Option<String>> {
-    bodies
-        .iter()
-        .map(|b| {
-            b.as_ref()
-                .filter(|b| bodies.iter().filter(|o| o.as_ref() == Some(*b)).count() > 1)
-                .cloned()
+/// Groups matrix instances under their alias. The plan keeps no alias (a matrix expands
+/// into ordinary jobs named `<alias>-<value>…`), so jobs are grouped when at least two of
+/// them share the name part before the first `-` and the same requirements.
+pub fn matrix_groups(jobs: &[(String, Vec<usize>)]) -> Vec<Option<String>> {
+    let prefix = |name: &str| name.split_once('-').map(|(p, _)| p.to_string());
+    jobs.iter()
+        .map(|(name, requires)| {
+            let p = prefix(name)?;
+            let n = jobs
+                .iter()
+                .filter(|(o, r)| prefix(o).as_deref() == Some(p.as_str()) && r == requires)
+                .count();
+            (n > 1).then_some(p)
         })
         .collect()
 }
@@ -134,7 +138,7 @@ pub fn svg(nodes: &[Node], label: &str) -> String {
                 let (x, y) = (PAD + c * (W + GAP_X), PAD + r * ROW);
                 let _ = write!(
                     out,
-                    "<text class=\"group\" x=\"{x}\" y=\"{}\">{} (matrix)</text>",
+                    "<text class=\"group\" x=\"{x}\" y=\"{}\">{}</text>",
                     y + H - 8,
                     esc(g)
                 );
@@ -215,16 +219,17 @@ mod tests {
     }
 
     #[test]
-    fn matrix_instances_are_grouped_by_body() {
-        let bodies = [
-            Some("build".to_string()),
-            Some("test".to_string()),
-            Some("test".to_string()),
-            None,
+    fn matrix_instances_are_grouped_by_alias() {
+        let jobs = [
+            ("build".to_string(), vec![]),
+            ("test-1".to_string(), vec![0]),
+            ("test-2".to_string(), vec![0]),
+            ("deploy-prod".to_string(), vec![1, 2]),
+            ("deploy-eu".to_string(), vec![0]),
         ];
         assert_eq!(
-            matrix_groups(&bodies),
-            vec![None, Some("test".into()), Some("test".into()), None]
+            matrix_groups(&jobs),
+            vec![None, Some("test".into()), Some("test".into()), None, None]
         );
     }
 

@@ -128,7 +128,11 @@ impl Ansi {
                 // OSC (titles, hyperlinks): up to BEL or ESC \, dropped.
                 match osc.find(['\u{7}', '\u{1b}']) {
                     Some(end) => {
-                        let st = if osc[end..].starts_with("\u{1b}\\") { 2 } else { 1 };
+                        let st = if osc[end..].starts_with("\u{1b}\\") {
+                            2
+                        } else {
+                            1
+                        };
                         rest = &osc[(end + st).min(osc.len())..];
                     }
                     None => break,
@@ -245,7 +249,10 @@ mod tests {
     #[test]
     fn escaping() {
         for (input, want) in [
-            ("<script>alert('x')</script>", "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+            (
+                "<script>alert('x')</script>",
+                "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;",
+            ),
             ("a & \"b\"", "a &amp; &quot;b&quot;"),
             ("plain", "plain"),
         ] {
@@ -316,6 +323,9 @@ mod tests {
         // Other sequences (cursor moves, OSC-less ESC x) vanish; CR is dropped.
         check(&["a\u{1b}[2Kb\r\n\u{1b}(Bc"], "ab\nc");
         check(&["\u{1b}]0;title\u{7}x\u{1b}]8;;u\u{1b}\\y"], "xy");
-        check(&["\u{1b}[38;5;9mx\u{1b}[38;5;200my"], "<span class=\"f9\">x</span>y");
+        check(
+            &["\u{1b}[38;5;9mx\u{1b}[38;5;200my"],
+            "<span class=\"f9\">x</span>y",
+        );
     }
 }

@@ -51,10 +51,7 @@ pub fn routes() -> Router<Arc<App>> {
             get(pages::pipeline),
         )
         .route(&format!("{project}/jobs/{{number}}"), get(pages::job))
-        .route(
-            "/ui/workflow/{id}/approve/{job}",
-            post(pages::approve),
-        )
+        .route("/ui/workflow/{id}/approve/{job}", post(pages::approve))
         .route("/ui/workflow/{id}/cancel", post(pages::cancel))
         .route("/ui/workflow/{id}/rerun", post(pages::rerun))
         .route("/ui/task/{workflow}/{task}/log", get(pages::earlier_log))
@@ -106,7 +103,12 @@ pub fn form(body: &Bytes) -> HashMap<String, String> {
 }
 
 /// A whole page: header (with sign-out when signed in), breadcrumbs, content.
-pub fn page_shell(title: &str, session: Option<&Session>, crumbs: &str, body: &str) -> Html<String> {
+pub fn page_shell(
+    title: &str,
+    session: Option<&Session>,
+    crumbs: &str,
+    body: &str,
+) -> Html<String> {
     let user = session.map_or(String::new(), |s| {
         format!(
             "<form method=\"post\" action=\"/signout\" class=\"signout\">\

@@ -42,11 +42,17 @@ fn crumb(href: &str, text: &str) -> String {
 
 fn badge(status: &str) -> String {
     let s = esc(status);
-    format!("<span class=\"badge {s}\" data-status=\"{s}\">{}</span>", s.replace('_', " "))
+    format!(
+        "<span class=\"badge {s}\" data-status=\"{s}\">{}</span>",
+        s.replace('_', " ")
+    )
 }
 
 fn csrf_field(s: &Session) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(&s.csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(&s.csrf)
+    )
 }
 
 /// The status a pipeline is shown with: its config error, else its most telling
@@ -257,8 +263,9 @@ pub async fn trigger(
         .map(|b| b.trim().to_string())
         .filter(|b| !b.is_empty());
     if let Some(b) = &branch {
-        trigger::check_ref_name(b)
-            .map_err(|why| UiError::new(StatusCode::BAD_REQUEST, format!("invalid branch: {why}")))?;
+        trigger::check_ref_name(b).map_err(|why| {
+            UiError::new(StatusCode::BAD_REQUEST, format!("invalid branch: {why}"))
+        })?;
     }
     let t = trigger::ApiTrigger {
         branch,
@@ -316,7 +323,9 @@ pub async fn pipeline(
     );
     let mut live = String::new();
     if let Some(errors) = p.errors.as_array().filter(|e| !e.is_empty()) {
-        live.push_str("<section class=\"errors\" role=\"alert\"><h2>This pipeline did not start</h2>");
+        live.push_str(
+            "<section class=\"errors\" role=\"alert\"><h2>This pipeline did not start</h2>",
+        );
         for e in errors {
             let _ = write!(
                 live,
@@ -360,22 +369,26 @@ async fn workflow_section(
 ) -> UiResult<String> {
     let state = api::state_of(w)?;
     let rows = app.store.job_rows(w.id).await?;
-    let bodies: Vec<Option<String>> = rows
+    let jobs: Vec<(String, Vec<usize>)> = rows
         .iter()
-        .map(|r| state.job(r.job).and_then(|j| j.body.clone()))
+        .map(|r| {
+            let requires = state
+                .job(r.job)
+                .map(|j| j.requires.iter().map(|q| q.job.0 as usize).collect())
+                .unwrap_or_default();
+            (r.name.clone(), requires)
+        })
         .collect();
-    let groups = graph::matrix_groups(&bodies);
+    let groups = graph::matrix_groups(&jobs);
     let job_href = |r: &JobRow| r.number.map(|n| format!("{project_url}/jobs/{n}"));
     let nodes: Vec<Node> = rows
         .iter()
         .zip(groups)
-        .map(|(r, group)| Node {
+        .zip(jobs)
+        .map(|((r, group), (_, requires))| Node {
             name: r.name.clone(),
             group,
-            requires: state
-                .job(r.job)
-                .map(|j| j.requires.iter().map(|q| q.job.0 as usize).collect())
-                .unwrap_or_default(),
+            requires,
             status: r.status.as_str().to_string(),
             href: started(r).then(|| job_href(r)).flatten(),
         })
@@ -453,7 +466,11 @@ async fn workflow_section(
         id = w.id.0,
         status = esc(w.status.as_str()),
         name = esc(&w.name),
-        rerun = if is_rerun { " <small>(rerun)</small>" } else { "" },
+        rerun = if is_rerun {
+            " <small>(rerun)</small>"
+        } else {
+            ""
+        },
         badge = badge(w.status.as_str()),
         svg = graph::svg(&nodes, &format!("workflow {}", w.name)),
     ))
@@ -623,7 +640,11 @@ pub async fn job(
                 before,
                 "<a href=\"{}?node={n}\"{}>Task {n} {}</a>",
                 esc(&url),
-                if n == node { " aria-current=\"page\"" } else { "" },
+                if n == node {
+                    " aria-current=\"page\""
+                } else {
+                    ""
+                },
                 badge(t.task.status.as_str())
             );
         }
@@ -633,7 +654,11 @@ pub async fn job(
         format!(
             "<a href=\"{}?node={node}&amp;tab={id}\"{}>{label}</a>",
             esc(&url),
-            if tab == id { " aria-current=\"page\"" } else { "" }
+            if tab == id {
+                " aria-current=\"page\""
+            } else {
+                ""
+            }
         )
     };
     let _ = write!(
@@ -694,9 +719,9 @@ async fn steps_tab(app: &App, t: &TaskRow) -> UiResult<String> {
     for (i, s) in &steps {
         let status = s.status.as_deref().unwrap_or("running");
         let open = status == "failed" || Some(*i) == last || status == "running";
-        let exit = s
-            .exit
-            .map_or(String::new(), |c| format!(" <span class=\"exit\">exit {c}</span>"));
+        let exit = s.exit.map_or(String::new(), |c| {
+            format!(" <span class=\"exit\">exit {c}</span>")
+        });
         let _ = write!(
             out,
             "<details class=\"step\" id=\"step-{i}\" data-step=\"{i}\"{}><summary><span class=\"name\">{}</span> \
@@ -704,7 +729,11 @@ async fn steps_tab(app: &App, t: &TaskRow) -> UiResult<String> {
             if open { " open" } else { "" },
             esc(&s.name),
             badge(status),
-            duration(s.end - s.start),
+            if s.status.is_some() {
+                duration(s.end - s.start)
+            } else {
+                String::new()
+            },
             html.get(i).map_or("", String::as_str),
         );
     }
@@ -843,7 +872,9 @@ pub async fn live_log(
             _ => json!({"seq": e.seq, "step": e.step, "kind": "output",
                         "html": render_event(&mut ansi, &e).unwrap_or_default()}),
         };
-        Ok(SseEvent::default().id(e.seq.to_string()).data(data.to_string()))
+        Ok(SseEvent::default()
+            .id(e.seq.to_string())
+            .data(data.to_string()))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
