@@ -28,6 +28,8 @@
   const log = document.getElementById("log");
   if (!log) return;
   const task = log.dataset.task;
+  // A log opens at its end: the tail is what was asked for.
+  for (const pre of log.querySelectorAll("details[open] pre.log")) pre.scrollTop = pre.scrollHeight;
 
   function section(step, name) {
     let d = document.getElementById("step-" + step);
