@@ -9,9 +9,7 @@
 use gyre_blob::BlobStore;
 use gyre_core::JobStatus;
 use gyre_server::{App, ServerConfig, auth};
-use gyre_store::{
-    Millis, NewJob, NewPipeline, NewProject, PipelineDetails, Store, UiSession,
-};
+use gyre_store::{Millis, NewJob, NewPipeline, NewProject, PipelineDetails, Store, UiSession};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,9 +22,12 @@ const SESSION: &str = "bench-session-id";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().expect("tmp");
-    let store = Store::connect(&format!("sqlite:{}?mode=rwc", dir.path().join("g.db").display()))
-        .await
-        .expect("store");
+    let store = Store::connect(&format!(
+        "sqlite:{}?mode=rwc",
+        dir.path().join("g.db").display()
+    ))
+    .await
+    .expect("store");
     store.migrate().await.expect("migrate");
     let settings = json!({});
     let project = store
@@ -95,19 +96,41 @@ async fn main() {
         .await
         .expect("session");
     let blobs = BlobStore::open(&dir.path().join("blobs").display().to_string()).expect("blobs");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = ServerConfig::new(TOKEN.into(), dir.path(), format!("http://{addr}"));
     let app = App::new(config, store, blobs);
     tokio::spawn(gyre_server::serve(app, listener, std::future::pending()));
 
     let cases: [(&str, String, &str); 6] = [
-        ("API v2 pipelines page (baseline)", "/api/v2/project/gh/acme/app/pipeline".into(), "api"),
-        ("UI project page, newest", "/project/gh/acme/app".into(), "ui"),
-        ("UI project page, deep (before=5000)", "/project/gh/acme/app?before=5000".into(), "ui"),
-        ("UI project page, branch filter", "/project/gh/acme/app?branch=feature".into(), "ui"),
+        (
+            "API v2 pipelines page (baseline)",
+            "/api/v2/project/gh/acme/app/pipeline".into(),
+            "api",
+        ),
+        (
+            "UI project page, newest",
+            "/project/gh/acme/app".into(),
+            "ui",
+        ),
+        (
+            "UI project page, deep (before=5000)",
+            "/project/gh/acme/app?before=5000".into(),
+            "ui",
+        ),
+        (
+            "UI project page, branch filter",
+            "/project/gh/acme/app?branch=feature".into(),
+            "ui",
+        ),
         ("UI dashboard", "/".into(), "ui"),
-        ("UI pipeline page", format!("/project/gh/acme/app/pipelines/{}", PIPELINES / 2), "ui"),
+        (
+            "UI pipeline page",
+            format!("/project/gh/acme/app/pipelines/{}", PIPELINES / 2),
+            "ui",
+        ),
     ];
     println!("| page | median | p95 | bytes |");
     println!("|---|---:|---:|---:|");
@@ -140,9 +163,8 @@ async fn get(addr: std::net::SocketAddr, path: &str, auth: &str) -> (Duration, u
     } else {
         format!("Cookie: gyre_session={SESSION}\r\n")
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{credentials}Connection: close\r\n\r\n"
-    );
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{credentials}Connection: close\r\n\r\n");
     let t = Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(request.as_bytes()).await.expect("send");

@@ -367,13 +367,14 @@ async fn workflow_section(
     run: usize,
     all: &[WorkflowRow],
 ) -> UiResult<String> {
-    let state = api::state_of(w)?;
+    // A workflow whose state is unreadable still shows its jobs (without edges).
+    let state = api::state_of(w).ok();
+    let job_state = |j: JobId| state.as_ref().and_then(|s| s.job(j));
     let rows = app.store.job_rows(w.id).await?;
     let jobs: Vec<(String, Vec<usize>)> = rows
         .iter()
         .map(|r| {
-            let requires = state
-                .job(r.job)
+            let requires = job_state(r.job)
                 .map(|j| j.requires.iter().map(|q| q.job.0 as usize).collect())
                 .unwrap_or_default();
             (r.name.clone(), requires)
@@ -423,9 +424,7 @@ async fn workflow_section(
     let now = Millis::now().0;
     let mut table = String::new();
     for r in &rows {
-        let approval = state
-            .job(r.job)
-            .is_some_and(|j| j.kind == InstanceKind::Approval);
+        let approval = job_state(r.job).is_some_and(|j| j.kind == InstanceKind::Approval);
         let name = match job_href(r).filter(|_| started(r)) {
             Some(h) => crumb(&h, &r.name),
             None => esc(&r.name),
@@ -445,7 +444,7 @@ async fn workflow_section(
                 r.job.0,
                 esc(&r.name)
             );
-        } else if let Some(by) = state.job(r.job).and_then(|j| j.approved_by.as_deref()) {
+        } else if let Some(by) = job_state(r.job).and_then(|j| j.approved_by.as_deref()) {
             let _ = write!(act, "approved by {}", esc(by));
         }
         let _ = write!(
