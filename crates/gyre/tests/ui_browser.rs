@@ -762,7 +762,37 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
         format!("{base}/hooks/github")
     );
     assert_eq!(text_of(c, "#webhook-secret").await.unwrap(), "xxxx1234");
+    // Environment variables: write-only, shown masked, deletable.
+    c.find(Locator::Css("#env-name"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("DEPLOY_TOKEN")
+        .await
+        .map_err(|e| e.to_string())?;
+    c.find(Locator::Css("#env-value"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("super-secret-value-9876")
+        .await
+        .map_err(|e| e.to_string())?;
+    click(c, "form[action$='/settings/envvars'] button").await;
+    let masked = until("the variable", 10, || {
+        text_of(c, "tr[data-envvar='DEPLOY_TOKEN'] td:nth-child(2)")
+    })
+    .await;
+    assert_eq!(masked, "xxxx9876");
+    let source = c.source().await.map_err(|e| e.to_string())?;
+    assert!(!source.contains("super-secret-value"), "the value is shown");
     screenshot(c, "settings").await;
+    click(c, "tr[data-envvar='DEPLOY_TOKEN'] button").await;
+    until("the variable deleted", 10, || async {
+        let gone = c
+            .find(Locator::Css("tr[data-envvar='DEPLOY_TOKEN']"))
+            .await
+            .is_err();
+        gone.then_some(())
+    })
+    .await;
 
     // Phone width: the project page fits.
     c.set_window_size(390, 844)

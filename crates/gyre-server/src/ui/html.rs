@@ -1,5 +1,5 @@
-//! Pure helpers of the web UI: HTML escaping, ANSI colours to HTML, masking secrets,
-//! human times and durations, exit codes from step output.
+//! Pure helpers of the web UI: HTML escaping, ANSI colours to HTML, human times and
+//! durations, exit codes from step output.
 
 use std::fmt::Write as _;
 
@@ -21,17 +21,6 @@ fn push_esc(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
-}
-
-/// A value shown as CircleCI shows a write-only secret: `xxxx` and its last four
-/// characters (all of it hidden when it is four characters or shorter).
-pub fn mask(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() <= 4 {
-        return "xxxx".into();
-    }
-    let last: String = chars[chars.len() - 4..].iter().collect();
-    format!("xxxx{last}")
 }
 
 /// `1m 05s`, `3.2s`, `450ms`, `2h 03m`.
@@ -257,18 +246,6 @@ mod tests {
             ("plain", "plain"),
         ] {
             assert_eq!(esc(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn masking() {
-        for (input, want) in [
-            ("abcdefgh", "xxxxefgh"),
-            ("abcd", "xxxx"),
-            ("", "xxxx"),
-            ("ünïcödé", "xxxxcödé"),
-        ] {
-            assert_eq!(mask(input), want, "{input}");
         }
     }
 

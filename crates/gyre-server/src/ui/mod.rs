@@ -47,6 +47,14 @@ pub fn routes() -> Router<Arc<App>> {
             get(pages::settings).post(pages::save_settings),
         )
         .route(
+            &format!("{project}/settings/envvars"),
+            post(pages::add_envvar),
+        )
+        .route(
+            &format!("{project}/settings/envvars/delete"),
+            post(pages::delete_envvar),
+        )
+        .route(
             &format!("{project}/pipelines/{{number}}"),
             get(pages::pipeline),
         )

@@ -1,10 +1,11 @@
 //! The pages and form actions of the web UI (see the table in the module above).
 
 use super::graph::{self, Node};
-use super::html::{Ansi, age, duration, esc, exit_code, mask};
+use super::html::{Ansi, age, duration, esc, exit_code};
 use super::session::Session;
 use super::{Page, UiError, UiResult, artifact_type, form};
 use crate::api::{self, job_reports, project_of};
+use crate::envvars::{self, mask};
 use crate::logs::{self, Live};
 use crate::{App, agent_api, trigger};
 use axum::body::{Body, Bytes};
@@ -1010,8 +1011,80 @@ pub async fn settings(
     .respond(&headers))
 }
 
-async fn envvar_section(_app: &App, _project: &Project, _session: &Session) -> UiResult<String> {
-    Ok("<p class=\"empty\">Project environment variables are not available yet.</p>".into())
+/// The project's environment variables, masked, with forms to add and delete them.
+async fn envvar_section(app: &App, project: &Project, session: &Session) -> UiResult<String> {
+    let url = esc(&project_url(project));
+    let csrf = csrf_field(session);
+    let add = format!(
+        "<form method=\"post\" action=\"{url}/settings/envvars\" class=\"inline\" autocomplete=\"off\">{csrf}\
+         <label for=\"env-name\">Name</label><input id=\"env-name\" name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\">\
+         <label for=\"env-value\">Value</label><input id=\"env-value\" name=\"value\" type=\"password\" required>\
+         <button type=\"submit\">Add variable</button></form>"
+    );
+    let vars = match envvars::list_masked(app, project).await {
+        Ok(v) => v,
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return Ok(format!(
+                "<p class=\"empty\">{}: environment variables cannot be stored.</p>",
+                esc(&e.message)
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = Millis::now().0;
+    let mut rows = String::new();
+    for v in &vars {
+        let _ = write!(
+            rows,
+            "<tr data-envvar=\"{name}\"><td><code>{name}</code></td><td><code>{}</code></td><td>{}</td>\
+             <td><form method=\"post\" action=\"{url}/settings/envvars/delete\">{csrf}\
+             <input type=\"hidden\" name=\"name\" value=\"{name}\">\
+             <button type=\"submit\" class=\"secondary\">Delete <span class=\"sr\">{name}</span></button></form></td></tr>",
+            esc(&v.masked),
+            age(v.created_at.0, now),
+            name = esc(&v.name),
+        );
+    }
+    let table = if rows.is_empty() {
+        "<p class=\"empty\">No environment variables.</p>".to_string()
+    } else {
+        format!(
+            "<div class=\"scroll\"><table class=\"envvars\"><thead><tr><th scope=\"col\">Name</th>\
+             <th scope=\"col\">Value</th><th scope=\"col\">Added</th><th scope=\"col\"><span class=\"sr\">Actions</span></th>\
+             </tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    };
+    Ok(format!(
+        "<p class=\"hint\">Values are write-only: stored encrypted, shown masked, given to jobs.</p>{table}{add}"
+    ))
+}
+
+pub async fn add_envvar(
+    State(app): S,
+    session: Session,
+    Path((vcs, org, repo)): ProjectPath,
+    body: Bytes,
+) -> UiResult<Response> {
+    let f = form(&body);
+    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    let name = f.get("name").map_or("", |n| n.trim());
+    let value = f.get("value").map_or("", String::as_str);
+    envvars::set(&app, &project, name, value).await?;
+    Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
+}
+
+pub async fn delete_envvar(
+    State(app): S,
+    session: Session,
+    Path((vcs, org, repo)): ProjectPath,
+    body: Bytes,
+) -> UiResult<Response> {
+    let f = form(&body);
+    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    envvars::delete(&app, &project, f.get("name").map_or("", String::as_str)).await?;
+    Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
 }
 
 pub async fn save_settings(
