@@ -591,3 +591,60 @@ where
     tokio::spawn(f(tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gyre_store::{Millis, Stream};
+
+    #[test]
+    fn tails_hold_at_most_the_budget_but_at_least_one_event() {
+        for (lens, max, want) in [
+            (vec![10, 10, 10], 25, 2),
+            (vec![10, 10, 10], 30, 3),
+            (vec![10, 10, 100], 25, 1),
+            (vec![], 25, 0),
+            (vec![0, 0, 5], 5, 3),
+        ] {
+            assert_eq!(
+                tail_len(lens.clone().into_iter(), max),
+                want,
+                "{lens:?} {max}"
+            );
+        }
+    }
+
+    #[test]
+    fn archives_split_output_from_markers() {
+        let chunk = |seq, stream, data: &[u8]| LogChunk {
+            seq,
+            step: 1,
+            stream,
+            at: Millis(seq as i64),
+            data: data.to_vec(),
+        };
+        let (data, index) = build_archive(&[
+            chunk(0, Stream::StepStarted, br#"{"name":"x"}"#),
+            chunk(1, Stream::Stdout, b"hello "),
+            chunk(2, Stream::Stderr, b"world"),
+            chunk(3, Stream::System, b"Exited with code exit status 1"),
+            chunk(4, Stream::StepFinished, b"failed"),
+        ]);
+        assert_eq!(data, b"hello worldExited with code exit status 1");
+        let offsets: Vec<(u64, u64, bool)> = index
+            .events
+            .iter()
+            .map(|e| (e.4, e.5, e.6.is_some()))
+            .collect();
+        assert_eq!(
+            offsets,
+            vec![
+                (0, 0, true),
+                (0, 6, false),
+                (6, 5, false),
+                (11, 30, true),
+                (41, 0, true)
+            ]
+        );
+    }
+}
