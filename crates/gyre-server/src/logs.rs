@@ -175,31 +175,23 @@ fn build_archive(events: &[LogChunk]) -> (Vec<u8>, Index) {
     let mut entries = Vec::with_capacity(events.len());
     for c in events {
         let stream = c.stream.as_str();
-        let (off, len) = (data.len() as u64, c.data.len() as u64);
-        let text = (!is_output(stream) || stream == "system")
-            .then(|| String::from_utf8_lossy(&c.data).into_owned());
-        if is_output(stream) {
+        let output = is_output(stream);
+        let off = data.len() as u64;
+        let len = if output { c.data.len() as u64 } else { 0 };
+        let text =
+            (!output || stream == "system").then(|| String::from_utf8_lossy(&c.data).into_owned());
+        if output {
             data.extend_from_slice(&c.data);
-            entries.push(IndexEntry(
-                c.seq,
-                c.step,
-                stream.into(),
-                c.at.0,
-                off,
-                len,
-                text,
-            ));
-        } else {
-            entries.push(IndexEntry(
-                c.seq,
-                c.step,
-                stream.into(),
-                c.at.0,
-                off,
-                0,
-                text,
-            ));
         }
+        entries.push(IndexEntry(
+            c.seq,
+            c.step,
+            stream.into(),
+            c.at.0,
+            off,
+            len,
+            text,
+        ));
     }
     (
         data,

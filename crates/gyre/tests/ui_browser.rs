@@ -122,6 +122,15 @@ fn fixture_repo(dir: &Path) {
     git(dir, &["checkout", "-qb", XSS_BRANCH]);
     git(dir, &["commit", "-q", "--allow-empty", "-m", XSS_SUBJECT]);
     git(dir, &["checkout", "-q", "main"]);
+    // A branch whose config does not compile.
+    git(dir, &["checkout", "-qb", "broken"]);
+    let broken = CONFIG.replace(
+        "      - deploy: {requires: [hold]}",
+        "      - deploy: {requires: [hodl]}",
+    );
+    std::fs::write(dir.join(".circleci/config.yml"), broken).expect("config");
+    git(dir, &["commit", "-qam", "Break the config"]);
+    git(dir, &["checkout", "-q", "main"]);
 }
 
 const XSS_BRANCH: &str = "<script>x</script>";
@@ -319,10 +328,25 @@ async fn start_browser() -> (Proc, Client) {
     (driver, client)
 }
 
-fn form_body(pairs: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
+/// Posts a form (with `cookie`, if any) without following redirects.
+async fn post_form(
+    g: &Gyre,
+    path: &str,
+    cookie: Option<&str>,
+    pairs: &[(&str, &str)],
+) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
-        .finish()
+        .finish();
+    let mut req = g
+        .http
+        .post(format!("{}{path}", g.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.expect("POST")
 }
 
 /// A cookie jar of one: the session cookie from a `Set-Cookie` answer.
@@ -358,48 +382,31 @@ async fn http_sign_in(g: &Gyre) -> String {
         .expect("csrf field")
         .to_string();
     // A forged sign-in (no double-submit cookie) is refused.
-    let r = g
-        .http
-        .post(format!("{}/signin", g.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("token", TOKEN),
-            ("csrf", &csrf),
-            ("next", "/"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        g,
+        "/signin",
+        None,
+        &[("token", TOKEN), ("csrf", &csrf), ("next", "/")],
+    )
+    .await;
     assert_eq!(r.status(), 401);
     assert!(session_cookie(&r).is_none());
     // A wrong token is refused.
-    let r = g
-        .http
-        .post(format!("{}/signin", g.base))
-        .header("cookie", &signin_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("token", "wrong"),
-            ("csrf", &csrf),
-            ("next", "/"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        g,
+        "/signin",
+        Some(&signin_cookie),
+        &[("token", "wrong"), ("csrf", &csrf), ("next", "/")],
+    )
+    .await;
     assert_eq!(r.status(), 401);
-    let r = g
-        .http
-        .post(format!("{}/signin", g.base))
-        .header("cookie", &signin_cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("token", TOKEN),
-            ("csrf", &csrf),
-            ("next", "/"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        g,
+        "/signin",
+        Some(&signin_cookie),
+        &[("token", TOKEN), ("csrf", &csrf), ("next", "/")],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     let set = session_cookie(&r).expect("session cookie");
     assert!(
@@ -451,26 +458,23 @@ async fn plain_http_checks(g: &Gyre) -> String {
         assert!(to.starts_with("/signin?next="), "{path} → {to}");
     }
     // A form posted without a session changes nothing.
-    let r = g
-        .http
-        .post(format!("{}/project/gh/acme/app/trigger", g.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[("branch", "main")]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        g,
+        "/project/gh/acme/app/trigger",
+        None,
+        &[("branch", "main")],
+    )
+    .await;
     assert_eq!(r.status(), 303);
     let cookie = http_sign_in(g).await;
     // With a session but without its CSRF token: 403, nothing triggered.
-    let r = g
-        .http
-        .post(format!("{}/project/gh/acme/app/trigger", g.base))
-        .header("cookie", &cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[("branch", "main"), ("csrf", "forged")]))
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        g,
+        "/project/gh/acme/app/trigger",
+        Some(&cookie),
+        &[("branch", "main"), ("csrf", "forged")],
+    )
+    .await;
     assert_eq!(r.status(), 403);
     let list = g.api_get("/api/v2/project/gh/acme/app/pipeline").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
@@ -489,6 +493,18 @@ async fn plain_http_checks(g: &Gyre) -> String {
         "{html}"
     );
     assert!(!html.contains(XSS_BRANCH) && !html.contains(XSS_SUBJECT));
+    // A config error: the pipeline is errored.
+    let errored = g
+        .api_post(
+            "/api/v2/project/gh/acme/app/pipeline",
+            json!({"branch": "broken"}),
+        )
+        .await;
+    let errored = errored["number"].as_u64().unwrap();
+    let p = g
+        .api_get(&format!("/api/v2/project/gh/acme/app/pipeline/{errored}"))
+        .await;
+    assert_eq!(p["state"], "errored", "{p}");
     let (_, html) = page(g, &cookie, "/project/gh/acme/app?branch=%3Cb%3E").await;
     assert!(html.contains("value=\"&lt;b&gt;\""), "{html}");
     cookie
@@ -550,6 +566,17 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
             .contains("gh/acme/app")
     );
     screenshot(c, "dashboard").await;
+
+    // An errored pipeline shows its config error: file, line, column, the line, a caret.
+    c.goto(&format!("{base}/project/gh/acme/app/pipelines/2"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let error = until("the config error", 10, || text_of(c, "pre.config-error")).await;
+    assert!(
+        error.contains(".circleci/config.yml:") && error.contains("hodl") && error.contains('^'),
+        "{error}"
+    );
+    screenshot(c, "pipeline-errored").await;
 
     // Trigger a pipeline from the project page.
     c.goto(&format!("{base}/project/gh/acme/app"))
