@@ -39,7 +39,8 @@ jobs:
   test:
     parameters: {n: {type: integer}}
     executor: bb
-    steps: [{run: echo "test << parameters.n >>"}]
+    parallelism: 2
+    steps: [{run: echo "test << parameters.n >> on node $CIRCLE_NODE_INDEX"}]
   slow:
     executor: bb
     steps:
@@ -623,6 +624,28 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     );
     screenshot(c, "pipeline").await;
 
+    // A parallel job: one tab per task.
+    let test_href = attr_of(c, "svg.graph a[data-job='test-1']", "href")
+        .await
+        .expect("test-1 link");
+    c.goto(&format!("{base}{test_href}?node=1"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let tabs = c
+        .find_all(Locator::Css("nav.nodes a"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(tabs.len(), 2, "one tab per parallel task");
+    let current = text_of(c, "nav.nodes a[aria-current]").await.unwrap();
+    assert!(current.starts_with("Task 1"), "{current}");
+    let out = js(c, "return document.querySelector('#log').textContent").await;
+    assert!(
+        out.as_str().unwrap_or("").contains("test 1 on node 1"),
+        "{out}"
+    );
+    screenshot(c, "job-parallel").await;
+    c.goto(&pipeline_url).await.map_err(|e| e.to_string())?;
+
     // A running job: new log lines arrive without reloading.
     let slow_href = until("slow running", 60, || async {
         let status = attr_of(c, "svg.graph [data-job='slow']", "data-status").await?;
@@ -733,6 +756,21 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     .await;
     assert_eq!(green, json!("green build"));
     screenshot(c, "job").await;
+    // The raw log: the whole output as a text file.
+    let raw = attr_of(c, "a[download]", "href")
+        .await
+        .expect("raw log link");
+    let r = g
+        .http
+        .get(format!("{base}{raw}"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\u{1b}[32mgreen build"), "{text}");
     click(c, "nav.tabs a[href$='tab=tests']").await;
     let first_test = until("tests tab", 10, || {
         text_of(c, "table.tests tbody tr .test-name")
@@ -850,6 +888,31 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     no_external_urls(g, cookie, &pages).await;
 
     big_log(g, c).await?;
+
+    // Settings: the secret on demand; the default branch changes.
+    c.goto(&format!("{base}/project/gh/acme/app/settings"))
+        .await
+        .map_err(|e| e.to_string())?;
+    click(c, "a[href$='reveal=1']").await;
+    let secret = until("the secret", 10, || async {
+        text_of(c, "#webhook-secret")
+            .await
+            .filter(|s| !s.starts_with("xxxx"))
+    })
+    .await;
+    assert_eq!(secret, "hook-secret-1234");
+    let field = c
+        .find(Locator::Css("#default-branch"))
+        .await
+        .map_err(|e| e.to_string())?;
+    field.clear().await.map_err(|e| e.to_string())?;
+    field.send_keys("trunk").await.map_err(|e| e.to_string())?;
+    click(c, "form[action$='/settings'] button").await;
+    until("the default branch saved", 10, || async {
+        let p = g.api_get("/api/v2/project/gh/acme/app").await;
+        (p["vcs_info"]["default_branch"] == "trunk").then_some(())
+    })
+    .await;
 
     // Sign out: the session is gone.
     click(c, "form.signout button").await;

@@ -66,6 +66,31 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ui/task/{workflow}/{task}/live", get(pages::live_log))
         .route("/ui/task/{workflow}/{task}/raw", get(pages::raw_log))
         .route("/ui/artifacts/{*key}", get(pages::artifact))
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Every UI answer: loads only from gyre itself, is never framed, sends no referrer
+/// elsewhere. (Artifacts set their own, stricter policy.)
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            header::HeaderValue::from_static(
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; \
+                 base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        );
+    }
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("same-origin"),
+    );
+    resp
 }
 
 /// An error page: the status and a message, as HTML.
