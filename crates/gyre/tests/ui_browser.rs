@@ -625,6 +625,12 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     screenshot(c, "pipeline").await;
 
     // A parallel job: one tab per task.
+    until("test-1 succeeds", 60, || async {
+        attr_of(c, "svg.graph [data-job='test-1']", "data-status")
+            .await
+            .filter(|s| s == "success")
+    })
+    .await;
     let test_href = attr_of(c, "svg.graph a[data-job='test-1']", "href")
         .await
         .expect("test-1 link");
@@ -638,11 +644,14 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     assert_eq!(tabs.len(), 2, "one tab per parallel task");
     let current = text_of(c, "nav.nodes a[aria-current]").await.unwrap();
     assert!(current.starts_with("Task 1"), "{current}");
-    let out = js(c, "return document.querySelector('#log').textContent").await;
-    assert!(
-        out.as_str().unwrap_or("").contains("test 1 on node 1"),
-        "{out}"
-    );
+    let out = until("node 1's output", 10, || async {
+        let t = js(c, "return document.querySelector('#log')?.textContent").await;
+        t.as_str()
+            .filter(|t| t.contains("test 1 on node 1"))
+            .map(str::to_string)
+    })
+    .await;
+    assert!(!out.contains("on node 0"), "{out}");
     screenshot(c, "job-parallel").await;
     c.goto(&pipeline_url).await.map_err(|e| e.to_string())?;
 
