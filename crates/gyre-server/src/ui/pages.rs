@@ -848,34 +848,45 @@ pub struct FromQuery {
 
 /// The log from `from` on as Server-Sent Events of rendered HTML:
 /// `{seq, step, kind: "start" | "output" | "finish", name?, status?, html?}`, then `end`.
+/// A browser reconnecting (the server stopped) sends `Last-Event-ID` and goes on after it.
 pub async fn live_log(
     State(app): S,
     _session: Session,
+    headers: HeaderMap,
     Path((workflow, task)): Path<(u64, u64)>,
     Query(q): Query<FromQuery>,
 ) -> UiResult<Response> {
     let key = task_key(workflow, task);
     existing_task(&app, key).await?;
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |seq| seq + 1);
     let mut ansi: HashMap<u32, Ansi> = HashMap::new();
-    let stream = logs::follow(app, key, q.from).await?.map(move |e| {
-        let Some(e) = e else {
-            return Ok::<_, std::convert::Infallible>(SseEvent::default().event("end").data("{}"));
-        };
-        let data = match e.stream.as_str() {
-            "step_started" => {
-                let v: Value = serde_json::from_str(&e.text).unwrap_or_default();
-                json!({"seq": e.seq, "step": e.step, "kind": "start", "name": v["name"]})
-            }
-            "step_finished" => {
-                json!({"seq": e.seq, "step": e.step, "kind": "finish", "status": e.text})
-            }
-            _ => json!({"seq": e.seq, "step": e.step, "kind": "output",
+    let stream = logs::follow(app, key, q.from.max(resumed))
+        .await?
+        .map(move |e| {
+            let Some(e) = e else {
+                return Ok::<_, std::convert::Infallible>(
+                    SseEvent::default().event("end").data("{}"),
+                );
+            };
+            let data = match e.stream.as_str() {
+                "step_started" => {
+                    let v: Value = serde_json::from_str(&e.text).unwrap_or_default();
+                    json!({"seq": e.seq, "step": e.step, "kind": "start", "name": v["name"]})
+                }
+                "step_finished" => {
+                    json!({"seq": e.seq, "step": e.step, "kind": "finish", "status": e.text})
+                }
+                _ => json!({"seq": e.seq, "step": e.step, "kind": "output",
                         "html": render_event(&mut ansi, &e).unwrap_or_default()}),
-        };
-        Ok(SseEvent::default()
-            .id(e.seq.to_string())
-            .data(data.to_string()))
-    });
+            };
+            Ok(SseEvent::default()
+                .id(e.seq.to_string())
+                .data(data.to_string()))
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
