@@ -393,9 +393,12 @@ pub async fn tail(app: &App, key: TaskKey, before: Option<u64>, max_bytes: u64) 
             let mut total = 0u64;
             let mut cursor = before;
             let mut more = false;
+            // Small pages first: events are up to 64 KiB each, and a tail needs few.
+            let mut limit = 16;
             'pages: loop {
-                let page = app.store.log_chunks_before(key, cursor, 1000).await?;
-                let full = page.len() == 1000;
+                let page = app.store.log_chunks_before(key, cursor, limit).await?;
+                let full = page.len() == limit as usize;
+                limit = (limit * 4).min(1024);
                 for c in page {
                     let len = c.data.len() as u64;
                     if !rev.is_empty() && total + len > max_bytes {
