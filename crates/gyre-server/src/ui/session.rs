@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use gyre_store::{Millis, UiSession};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,8 +31,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// The fields of a form this session posted; refused unless it carries the
+    /// session's CSRF token.
+    pub fn form(&self, body: &Bytes) -> Result<HashMap<String, String>, UiError> {
+        let f = form(body);
+        self.check_csrf(f.get("csrf").map(String::as_str))?;
+        Ok(f)
+    }
+
     /// Refuses a form whose CSRF token is not this session's.
-    pub fn check_csrf(&self, posted: Option<&str>) -> Result<(), UiError> {
+    fn check_csrf(&self, posted: Option<&str>) -> Result<(), UiError> {
         match posted {
             Some(t) if same_token(t, &self.csrf) => Ok(()),
             _ => Err(UiError::new(
@@ -199,7 +208,7 @@ pub async fn signout(
     session: Session,
     body: Bytes,
 ) -> Result<Response, UiError> {
-    session.check_csrf(form(&body).get("csrf").map(String::as_str))?;
+    session.form(&body)?;
     app.store
         .delete_ui_session(&session.id_hash, Millis::now())
         .await?;

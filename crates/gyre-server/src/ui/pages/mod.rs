@@ -12,7 +12,7 @@ pub use settings::{add_envvar, delete_envvar, save_settings, settings};
 use super::graph::{self, Node};
 use super::html::{Ansi, age, duration, esc, exit_code};
 use super::session::Session;
-use super::{Page, UiError, UiResult, artifact_type, form};
+use super::{Page, UiError, UiResult, artifact_type};
 use crate::api::{self, job_reports, project_of};
 use crate::envvars::{self, mask};
 use crate::logs::{self, Live};
@@ -265,8 +265,7 @@ pub async fn trigger(
     Path((vcs, org, repo)): ProjectPath,
     body: Bytes,
 ) -> UiResult<Response> {
-    let f = form(&body);
-    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let f = session.form(&body)?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
     let branch = f
         .get("branch")

@@ -202,7 +202,7 @@ pub async fn approve(
     Path((id, job)): Path<(u64, u64)>,
     body: Bytes,
 ) -> UiResult<Response> {
-    session.check_csrf(form(&body).get("csrf").map(String::as_str))?;
+    session.form(&body)?;
     let w = workflow_of(&app, id).await?;
     api::approve_job(&app, w.id, JobId(job), session.login.clone()).await?;
     Ok(Redirect::to(&pipeline_page_of(&app, &w).await?).into_response())
@@ -214,7 +214,7 @@ pub async fn cancel(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> UiResult<Response> {
-    session.check_csrf(form(&body).get("csrf").map(String::as_str))?;
+    session.form(&body)?;
     let w = workflow_of(&app, id).await?;
     api::cancel_workflow(&app, w.id).await?;
     Ok(Redirect::to(&pipeline_page_of(&app, &w).await?).into_response())
@@ -226,8 +226,7 @@ pub async fn rerun(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> UiResult<Response> {
-    let f = form(&body);
-    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let f = session.form(&body)?;
     let w = workflow_of(&app, id).await?;
     let from_failed = f.get("from_failed").is_some_and(|v| v == "true");
     api::rerun_workflow(&app, &w, from_failed).await?;

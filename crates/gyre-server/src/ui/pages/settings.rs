@@ -113,8 +113,7 @@ pub async fn add_envvar(
     Path((vcs, org, repo)): ProjectPath,
     body: Bytes,
 ) -> UiResult<Response> {
-    let f = form(&body);
-    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let f = session.form(&body)?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
     let name = f.get("name").map_or("", |n| n.trim());
     let value = f.get("value").map_or("", String::as_str);
@@ -128,8 +127,7 @@ pub async fn delete_envvar(
     Path((vcs, org, repo)): ProjectPath,
     body: Bytes,
 ) -> UiResult<Response> {
-    let f = form(&body);
-    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let f = session.form(&body)?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
     envvars::delete(&app, &project, f.get("name").map_or("", String::as_str)).await?;
     Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
@@ -141,8 +139,7 @@ pub async fn save_settings(
     Path((vcs, org, repo)): ProjectPath,
     body: Bytes,
 ) -> UiResult<Response> {
-    let f = form(&body);
-    session.check_csrf(f.get("csrf").map(String::as_str))?;
+    let f = session.form(&body)?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
     if let Some(branch) = f.get("default_branch").map(|b| b.trim()) {
         trigger::check_ref_name(branch).map_err(|why| {
