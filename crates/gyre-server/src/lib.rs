@@ -26,6 +26,7 @@ pub mod orchestrate;
 pub mod tokens;
 pub mod trigger;
 pub mod ui;
+pub mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -145,6 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(hooks::routes())
         .merge(logs::routes())
         .merge(ui::routes())
+        .merge(users::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(agent_api::routes())
         .layer(axum::middleware::from_fn(error::json_errors))

@@ -1,4 +1,5 @@
-//! What the web UI needs beyond the API's reads: sign-in sessions (migration 0004), the
+//! What the web UI needs beyond the API's reads: sign-in sessions and local users
+//! (migration 0004), the
 //! end of a running task's log, and its step markers (so a page renders a log's tail
 //! without reading all of it).
 
@@ -68,6 +69,37 @@ impl Store {
             .await
             .map_err(query("delete_ui_session"))?;
         Ok(())
+    }
+
+    /// Adds a local user, or sets an existing one's password hash.
+    pub async fn set_ui_user(
+        &self,
+        login: &str,
+        password_hash: &str,
+        now: Millis,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO ui_users (login, password_hash, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (login) DO UPDATE SET password_hash = excluded.password_hash",
+        )
+        .bind(login)
+        .bind(password_hash)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await
+        .map_err(query("set_ui_user"))?;
+        Ok(())
+    }
+
+    /// A local user's password hash.
+    pub async fn ui_user_password_hash(&self, login: &str) -> Result<Option<String>, Error> {
+        let row = sqlx::query("SELECT password_hash FROM ui_users WHERE login = $1")
+            .bind(login)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("ui_user_password_hash"))?;
+        row.map(|r| get(&r, "ui_users", "password_hash"))
+            .transpose()
     }
 
     /// Changes a project's default branch; `false` if there is no such project.

@@ -1067,6 +1067,14 @@ async fn ui_sessions_and_log_tails(store: Store) {
     );
     assert_eq!(seqs(store.log_markers(k).await.unwrap()), vec![0, 6, 7]);
 
+    // Local users: added, password replaced.
+    assert_eq!(store.ui_user_password_hash("ada").await.unwrap(), None);
+    store.set_ui_user("ada", "h-1", T0).await.unwrap();
+    store.set_ui_user("ada", "h-2", T0).await.unwrap();
+    assert_eq!(
+        store.ui_user_password_hash("ada").await.unwrap().as_deref(),
+        Some("h-2")
+    );
     let project = store
         .project_by_slug("gh/acme/tail")
         .await

@@ -934,6 +934,42 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     assert_eq!(c.current_url().await.unwrap().path(), "/signin");
+
+    // A local user signs in with a login and password.
+    let r = g
+        .http
+        .put(format!("{base}/api/gyre/v1/users/ada"))
+        .header("Circle-Token", TOKEN)
+        .body(r#"{"password": "correct horse battery"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    for (password, welcome) in [("wrong password", false), ("correct horse battery", true)] {
+        c.goto(&format!("{base}/signin"))
+            .await
+            .map_err(|e| e.to_string())?;
+        c.find(Locator::Css("#login"))
+            .await
+            .map_err(|e| e.to_string())?
+            .send_keys("ada")
+            .await
+            .map_err(|e| e.to_string())?;
+        c.find(Locator::Css("#token"))
+            .await
+            .map_err(|e| e.to_string())?
+            .send_keys(password)
+            .await
+            .map_err(|e| e.to_string())?;
+        click(c, "form[action='/signin'] button").await;
+        if welcome {
+            let who = until("signed in as ada", 30, || text_of(c, ".who")).await;
+            assert_eq!(who, "ada");
+        } else {
+            let error = until("refused", 30, || text_of(c, ".error")).await;
+            assert!(error.contains("not valid"), "{error}");
+        }
+    }
     Ok(())
 }
 

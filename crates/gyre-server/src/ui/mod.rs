@@ -18,6 +18,7 @@
 pub mod graph;
 pub mod html;
 mod pages;
+pub mod password;
 pub mod session;
 
 use crate::App;

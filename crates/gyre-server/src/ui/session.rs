@@ -1,8 +1,9 @@
-//! Sign-in sessions of the web UI. A session id is a random token in an `HttpOnly`,
+//! Sign-in sessions of the web UI, with the admin token, an API token, or a local user's
+//! login and password (`crate::users`). A session id is a random token in an `HttpOnly`,
 //! `SameSite=Strict` cookie; SQL keeps only its hash, with the login and the CSRF token
 //! that every form posts back. Sign-in itself is protected by a double-submit cookie.
 
-use super::{UiError, form, page_shell};
+use super::{UiError, form, page_shell, password};
 use crate::App;
 use crate::auth::{new_token, same_token, token_hash};
 use axum::body::Bytes;
@@ -18,6 +19,9 @@ use std::time::Duration;
 
 const COOKIE: &str = "gyre_session";
 const SIGNIN_COOKIE: &str = "gyre_signin";
+/// Verified against when the login is unknown (the password of no one).
+const DUMMY_HASH: &str = "pbkdf2-sha256$210000$00000000000000000000000000000000$\
+    0000000000000000000000000000000000000000000000000000000000000000";
 /// How long a session lasts.
 const LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -125,7 +129,9 @@ fn signin_page(app: &App, next: &str, error: Option<&str>) -> Response {
          <form method=\"post\" action=\"/signin\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
          <input type=\"hidden\" name=\"next\" value=\"{}\">\
-         <label for=\"token\">Admin or API token</label>\
+         <label for=\"login\">Login <small>(local users; empty for a token)</small></label>\
+         <input id=\"login\" name=\"login\" autocomplete=\"username\">\
+         <label for=\"token\">Password, or admin or API token</label>\
          <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
          <button type=\"submit\">Sign in</button></form>\
          <p class=\"hint\">The admin token is printed by <code>gyre up</code> and kept in its data directory \
@@ -171,7 +177,19 @@ pub async fn signin(
         }
     }
     let token = f.get("token").map(|t| t.trim()).unwrap_or_default();
-    let login = if !token.is_empty() && same_token(token, &app.config.admin_token) {
+    let user = f.get("login").map(|l| l.trim()).unwrap_or_default();
+    let login = if !user.is_empty() {
+        // A local user: the field holds the password.
+        let stored = app.store.ui_user_password_hash(user).await?;
+        let (password, user) = (token.to_string(), user.to_string());
+        tokio::task::spawn_blocking(move || {
+            // Unknown users cost a hash too, so timing does not tell who exists.
+            let stored = stored.unwrap_or_else(|| DUMMY_HASH.to_string());
+            password::verify(&password, &stored).then_some(user)
+        })
+        .await
+        .map_err(|e| UiError::from(crate::error::ApiError::internal("checking a password", e)))?
+    } else if !token.is_empty() && same_token(token, &app.config.admin_token) {
         Some("admin".to_string())
     } else if token.is_empty() {
         None
@@ -179,7 +197,11 @@ pub async fn signin(
         app.store.api_token_login(&token_hash(token)).await?
     };
     let Some(login) = login else {
-        return Ok(signin_page(&app, &next, Some("That token is not valid.")));
+        return Ok(signin_page(
+            &app,
+            &next,
+            Some("That token, or that login and password, is not valid."),
+        ));
     };
     let id = new_token();
     let now = Millis::now();
