@@ -11,6 +11,8 @@
 #       gyre-test/busybox:latest   busybox-static only: no bash, no git, no libc;
 #       gyre-test/debian:bookworm  debootstrap minbase + bash + git (tarball cached under
 #                                  /var/cache/gyre-test so later runs skip debootstrap).
+#   - chromium and chromium-driver (Debian): the web UI's browser test starts its own
+#     headless Chromium through chromedriver;
 #   - s3s-fs 0.14.1, the S3-compatible server the gyre-blob tests start themselves (found
 #     on PATH or in $CARGO_HOME/bin); `cargo install`ed only when missing or another
 #     version (0.17 needs rustc 1.96). A first install takes a few minutes on 2 cores.
@@ -47,6 +49,8 @@ gyre_env_setup() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   command -v git >/dev/null 2>&1 || missing+=(git)
   command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   { [ -x /usr/lib/postgresql/15/bin/initdb ] && id -u postgres >/dev/null 2>&1; } ||
     missing+=(postgresql-15)
   gyre_env_bao_ok || python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)

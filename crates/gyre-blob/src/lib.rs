@@ -276,6 +276,20 @@ impl BlobStore {
         result.bytes().await.map_err(|e| self.fail("get", key, e))
     }
 
+    /// The bytes `range` of the blob under `key` (within its size).
+    /// A missing key is [`Error::NotFound`]. Readers of large blobs (log tails) use this
+    /// to avoid loading the whole object.
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let path = Self::path(key)?;
+        if range.start >= range.end {
+            return Ok(Bytes::new());
+        }
+        self.inner()
+            .get_range(&path, range)
+            .await
+            .map_err(|e| self.fail("get_range", key, e))
+    }
+
     /// Streams the blob under `key` into the file `file` (created or truncated).
     /// Returns the number of bytes written. A missing key is [`Error::NotFound`] and
     /// leaves no file behind; an error later on can leave a partial file, which the

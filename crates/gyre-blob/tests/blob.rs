@@ -33,6 +33,7 @@ both_backends!(
     put_if_absent_race,
     bad_keys_rejected,
     missing_key_is_not_found,
+    byte_ranges,
 );
 
 /// Deterministic, incompressible-looking bytes (xorshift64).
@@ -313,4 +314,37 @@ async fn missing_key_is_not_found(store: BlobStore) {
     assert!(!file.exists(), "get_to_file of a missing key left a file");
     let err = store.get(key).await.expect_err("missing");
     assert_eq!(err.to_string(), format!("blob {key:?} not found"));
+}
+
+/// `get_range` reads exactly the bytes asked for; an empty range reads nothing; a missing
+/// key is `NotFound`.
+async fn byte_ranges(store: BlobStore) {
+    let data = pseudo_random(300_000, 7);
+    store
+        .put("logs/1/2.log", Bytes::from(data.clone()))
+        .await
+        .expect("put");
+    for range in [0..10, 299_990..300_000, 123_456..234_567, 0..300_000] {
+        let got = store
+            .get_range("logs/1/2.log", range.clone())
+            .await
+            .expect("get_range");
+        assert_eq!(
+            &got[..],
+            &data[range.start as usize..range.end as usize],
+            "{range:?}"
+        );
+    }
+    assert!(
+        store
+            .get_range("logs/1/2.log", 5..5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let missing = store.get_range("logs/1/none.log", 0..10).await;
+    assert!(
+        matches!(missing, Err(gyre_blob::Error::NotFound { .. })),
+        "{missing:?}"
+    );
 }

@@ -14,7 +14,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use gyre_core::{Event, JobStatus, WorkflowId, WorkflowState};
+use gyre_core::{Event, JobId, JobStatus, WorkflowId, WorkflowState};
 use gyre_store::{JobRow, Millis, NewJob, NewProject, Pipeline, Project, TaskKey, WorkflowRow};
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -145,7 +145,7 @@ async fn me(State(app): S, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value
     })))
 }
 
-fn project_json(p: &Project) -> Value {
+pub(crate) fn project_json(p: &Project) -> Value {
     let mut parts = p.slug.splitn(3, '/');
     let vcs = parts.next().unwrap_or_default();
     let org = parts.next().unwrap_or_default();
@@ -287,21 +287,29 @@ async fn trigger_pipeline(
     let c = caller(&app, &headers, uri.query()).await?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
     let t = trigger::parse_api_trigger(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let p = start_pipeline(&app, &project, c.login, t).await?;
+    Ok((StatusCode::CREATED, Json(pipeline_creation(&p))))
+}
+
+/// Starts a pipeline of `project` for an API or UI trigger by `actor`.
+pub(crate) async fn start_pipeline(
+    app: &App,
+    project: &Project,
+    actor: String,
+    t: trigger::ApiTrigger,
+) -> ApiResult<Pipeline> {
     let req = TriggerRequest {
         kind: "api".into(),
-        actor: c.login,
+        actor,
         branch: t.branch,
         tag: t.tag,
         parameters: t.parameters,
         ..TriggerRequest::default()
     };
-    let p = intake::start(&app, &project, req)
-        .await
-        .map_err(intake_error)?;
-    Ok((StatusCode::CREATED, Json(pipeline_creation(&p))))
+    intake::start(app, project, req).await.map_err(intake_error)
 }
 
-async fn pipeline_by_id(app: &App, id: &str) -> ApiResult<Pipeline> {
+pub(crate) async fn pipeline_by_id(app: &App, id: &str) -> ApiResult<Pipeline> {
     let id = ids::parse_pipeline(id).ok_or_else(|| ApiError::not_found("Pipeline not found"))?;
     app.store
         .pipeline(id)
@@ -413,7 +421,7 @@ async fn workflow(
     Ok(Json(workflow_json(&app, &w).await?))
 }
 
-fn state_of(w: &WorkflowRow) -> ApiResult<WorkflowState> {
+pub(crate) fn state_of(w: &WorkflowRow) -> ApiResult<WorkflowState> {
     let s = w
         .state
         .as_deref()
@@ -497,10 +505,27 @@ async fn approve(
     let (wf, job) = ids::parse_job(&request)
         .filter(|(wf, _)| *wf == w.id)
         .ok_or_else(|| ApiError::not_found("Approval request not found"))?;
-    orchestrate::apply(&app, wf, vec![Event::Approve { job, by: c.login }])
-        .await
-        .map_err(apply_error)?;
+    approve_job(&app, wf, job, c.login).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"message": "Accepted."}))))
+}
+
+/// Approves the approval job `job` of workflow `wf` on behalf of `by`.
+pub(crate) async fn approve_job(
+    app: &App,
+    wf: WorkflowId,
+    job: JobId,
+    by: String,
+) -> ApiResult<()> {
+    orchestrate::apply(app, wf, vec![Event::Approve { job, by }])
+        .await
+        .map_err(apply_error)
+}
+
+/// Cancels workflow `wf` (its running tasks are canceled, waiting jobs never start).
+pub(crate) async fn cancel_workflow(app: &App, wf: WorkflowId) -> ApiResult<()> {
+    orchestrate::apply(app, wf, vec![Event::Cancel])
+        .await
+        .map_err(apply_error)
 }
 
 async fn cancel(
@@ -511,9 +536,7 @@ async fn cancel(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller(&app, &headers, uri.query()).await?;
     let w = workflow_by_id(&app, &id).await?;
-    orchestrate::apply(&app, w.id, vec![Event::Cancel])
-        .await
-        .map_err(apply_error)?;
+    cancel_workflow(&app, w.id).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"message": "Accepted."}))))
 }
 
@@ -549,7 +572,21 @@ async fn rerun(
         })
         .transpose()?
         .unwrap_or(false);
-    let mut state = state_of(&w)?;
+    let new_id = rerun_workflow(&app, &w, from_failed).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"workflow_id": ids::workflow(new_id)})),
+    ))
+}
+
+/// Reruns workflow `w` as a new run of the same pipeline, from the start or from its
+/// failed jobs; returns the new run's id.
+pub(crate) async fn rerun_workflow(
+    app: &App,
+    w: &WorkflowRow,
+    from_failed: bool,
+) -> ApiResult<WorkflowId> {
+    let mut state = state_of(w)?;
     let event = if from_failed {
         Event::RerunFromFailed
     } else {
@@ -573,16 +610,12 @@ async fn rerun(
             )
         })
         .collect();
-    let new_id = orchestrate::start_run(&app, w.pipeline, &w.name, &jobs, &state, &actions)
+    orchestrate::start_run(app, w.pipeline, &w.name, &jobs, &state, &actions)
         .await
-        .map_err(apply_error)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"workflow_id": ids::workflow(new_id)})),
-    ))
+        .map_err(apply_error)
 }
 
-async fn job_of(
+pub(crate) async fn job_of(
     app: &App,
     vcs: &str,
     org: &str,
@@ -731,6 +764,11 @@ async fn reported(
     field: &str,
 ) -> ApiResult<Vec<Value>> {
     let (_, job) = job_of(app, vcs, org, repo, number).await?;
+    job_reports(app, &job, field).await
+}
+
+/// What the agents reported under `field` (`artifacts`, `tests`) for every task of `job`.
+pub(crate) async fn job_reports(app: &App, job: &JobRow, field: &str) -> ApiResult<Vec<Value>> {
     let mut out = Vec::new();
     for t in app.store.tasks_of_job(job.workflow, job.job).await? {
         if let Some(list) = t

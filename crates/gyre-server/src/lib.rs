@@ -25,6 +25,8 @@ pub mod logs;
 pub mod orchestrate;
 pub mod tokens;
 pub mod trigger;
+pub mod ui;
+pub mod users;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -58,6 +60,13 @@ pub struct ServerConfig {
     /// How often a live log reader checks SQL for events without being woken (events
     /// stored by another replica wake it through PostgreSQL's NOTIFY at once).
     pub live_poll: Duration,
+    /// Serve artifacts of unsafe types (HTML, CSS, JavaScript, XML) as themselves in the
+    /// web UI. Default `false`: they are served as `text/plain`.
+    ///
+    /// # Security
+    /// An HTML artifact rendered by the browser runs its scripts (in a sandbox, on
+    /// gyre's origin); leave this off unless every job author is trusted.
+    pub unsafe_artifacts: bool,
 }
 
 impl ServerConfig {
@@ -71,6 +80,7 @@ impl ServerConfig {
             agent_timeout: Duration::from_secs(60),
             secrets: None,
             live_poll: Duration::from_secs(2),
+            unsafe_artifacts: false,
         }
     }
 }
@@ -135,6 +145,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(tokens::routes())
         .merge(hooks::routes())
         .merge(logs::routes())
+        .merge(ui::routes())
+        .merge(users::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .merge(agent_api::routes())
         .layer(axum::middleware::from_fn(error::json_errors))

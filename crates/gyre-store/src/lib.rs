@@ -40,6 +40,7 @@ mod pipelines;
 mod project_data;
 mod queue;
 mod server;
+mod ui;
 
 pub use agents::{Agent, AgentStatus};
 pub use error::Error;
@@ -49,6 +50,7 @@ pub use pipelines::{NewJob, NewPipeline, NewProject, Pipeline, Project, ProjectI
 pub use project_data::{EnvVarRow, PullRequestRow};
 pub use queue::{NewTask, Task, TaskKey};
 pub use server::{JobRow, PipelineDetails, TaskRow, WorkflowRow, WorkflowTx};
+pub use ui::UiSession;
 
 use error::query;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -68,6 +70,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "project_data",
         include_str!("../migrations/0003_project_data.sql"),
     ),
+    (4, "ui", include_str!("../migrations/0004_ui.sql")),
 ];
 
 /// The SQL engine behind a [`Store`].

@@ -138,7 +138,7 @@ impl Store {
     }
 }
 
-fn chunk_from_row(row: &AnyRow) -> Result<LogChunk, Error> {
+pub(crate) fn chunk_from_row(row: &AnyRow) -> Result<LogChunk, Error> {
     const T: &str = "log_chunks";
     let step = get_u64(row, T, "step")?;
     Ok(LogChunk {

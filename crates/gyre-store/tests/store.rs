@@ -6,7 +6,7 @@ mod support;
 use gyre_core::{AgentId, JobId, JobStatus, PipelineStatus, TaskId, TaskResult, WorkflowStatus};
 use gyre_store::{
     AgentStatus, Error, LogChunk, Millis, NewJob, NewPipeline, NewProject, NewTask, ProjectId,
-    Store, Stream, TaskKey,
+    Store, Stream, TaskKey, UiSession,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +45,7 @@ both_engines!(
     agents,
     pull_requests,
     env_vars,
+    ui_sessions_and_log_tails,
 );
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -993,4 +994,104 @@ mod log_notifications {
             .expect("a no-op");
         db.store.close().await;
     }
+}
+
+/// The web UI's reads: sessions (expiry, sign-out), a running log read backwards, its step
+/// markers, the default branch.
+async fn ui_sessions_and_log_tails(store: Store) {
+    let session = UiSession {
+        login: "admin".into(),
+        csrf: "csrf-1".into(),
+        expires_at: Millis(T0.0 + 1000),
+    };
+    store.create_ui_session("h1", &session, T0).await.unwrap();
+    assert_eq!(
+        store.ui_session("h1", T0).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.ui_session("h2", T0).await.unwrap(), None);
+    // Expired: not found, and swept by the next sign-out.
+    assert_eq!(
+        store.ui_session("h1", Millis(T0.0 + 1000)).await.unwrap(),
+        None
+    );
+    store.create_ui_session("h3", &session, T0).await.unwrap();
+    store.delete_ui_session("h3", T0).await.unwrap();
+    assert_eq!(store.ui_session("h3", T0).await.unwrap(), None);
+    assert_eq!(store.ui_session("h1", T0).await.unwrap(), Some(session));
+    store
+        .delete_ui_session("none", Millis(T0.0 + 5000))
+        .await
+        .unwrap();
+    assert_eq!(store.ui_session("h1", T0).await.unwrap(), None);
+
+    let wf = workflow(&store, "gh/acme/tail", 1).await;
+    let k = key(wf, 0);
+    enqueue(&store, k, "medium", T0).await;
+    let marker = |seq: u64, stream: Stream, data: &[u8]| LogChunk {
+        seq,
+        step: 0,
+        stream,
+        at: Millis(T0.0 + seq as i64),
+        data: data.to_vec(),
+    };
+    store
+        .append_log_chunk(k, &marker(0, Stream::StepStarted, br#"{"name":"a"}"#))
+        .await
+        .unwrap();
+    for seq in 1..=5 {
+        store
+            .append_log_chunk(k, &chunk(seq, b"out\n"))
+            .await
+            .unwrap();
+    }
+    store
+        .append_log_chunk(
+            k,
+            &marker(6, Stream::System, b"Exited with code exit status 1"),
+        )
+        .await
+        .unwrap();
+    store
+        .append_log_chunk(k, &marker(7, Stream::StepFinished, b"failed"))
+        .await
+        .unwrap();
+    let seqs = |v: Vec<LogChunk>| v.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(store.log_chunks_before(k, u64::MAX, 3).await.unwrap()),
+        vec![7, 6, 5]
+    );
+    assert_eq!(
+        seqs(store.log_chunks_before(k, 5, 10).await.unwrap()),
+        vec![4, 3, 2, 1, 0]
+    );
+    assert_eq!(seqs(store.log_markers(k).await.unwrap()), vec![0, 6, 7]);
+
+    // Local users: added, password replaced.
+    assert_eq!(store.ui_user_password_hash("ada").await.unwrap(), None);
+    store.set_ui_user("ada", "h-1", T0).await.unwrap();
+    store.set_ui_user("ada", "h-2", T0).await.unwrap();
+    assert_eq!(
+        store.ui_user_password_hash("ada").await.unwrap().as_deref(),
+        Some("h-2")
+    );
+    let project = store
+        .project_by_slug("gh/acme/tail")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .set_project_default_branch(project.id, "trunk")
+            .await
+            .unwrap()
+    );
+    let again = store.project(project.id).await.unwrap().unwrap();
+    assert_eq!(again.default_branch, "trunk");
+    assert!(
+        !store
+            .set_project_default_branch(ProjectId(999_999), "x")
+            .await
+            .unwrap()
+    );
 }

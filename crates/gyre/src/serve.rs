@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// Mount path of the transit engine.
     #[arg(long, value_name = "PATH", default_value = "transit")]
     vault_transit_mount: String,
+    /// Let the web UI serve artifacts of unsafe types (HTML, CSS, JavaScript, XML) as
+    /// themselves instead of as text/plain. Only when every job author is trusted.
+    #[arg(long)]
+    unsafe_artifacts: bool,
 }
 
 /// The agent side.
@@ -236,6 +240,7 @@ async fn start_server(args: &ServerArgs) -> anyhow::Result<Started> {
     config.orb_dir = args.orb_dir.clone();
     config.lease = Duration::from_secs(args.lease_secs.max(1));
     config.live_poll = Duration::from_secs(args.live_poll_secs.max(1));
+    config.unsafe_artifacts = args.unsafe_artifacts;
     let app = App::new(config, store, blobs);
     Ok(Started {
         app,
@@ -324,6 +329,7 @@ pub fn up(server: ServerArgs, agent: AgentArgs) -> anyhow::Result<ExitCode> {
         let helper = crate::local::find_helper(agent.helper.as_deref())?;
         let (classes, note) = default_classes().await;
         println!("gyre is up at {}", s.url);
+        println!("  web UI: {}/ (sign in with the admin token)", s.url);
         println!("  data directory: {}", s.data_dir.display());
         if s.new_token {
             println!(

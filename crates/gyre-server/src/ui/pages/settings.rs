@@ -1,0 +1,156 @@
+//! Project settings: environment variables (masked), webhook, default branch.
+
+use super::*;
+
+#[derive(Deserialize, Default)]
+pub struct SettingsQuery {
+    reveal: Option<String>,
+}
+
+pub async fn settings(
+    State(app): S,
+    session: Session,
+    headers: HeaderMap,
+    Path((vcs, org, repo)): ProjectPath,
+    Query(q): Query<SettingsQuery>,
+) -> UiResult<Response> {
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    let url = project_url(&project);
+    let csrf = csrf_field(&session);
+    let secret = match (&project.webhook_secret, q.reveal.is_some()) {
+        (None, _) => "<em>none: webhooks are refused</em>".to_string(),
+        (Some(s), true) => format!("<code id=\"webhook-secret\">{}</code>", esc(s)),
+        (Some(s), false) => format!(
+            "<code id=\"webhook-secret\">{}</code> <a href=\"{}/settings?reveal=1\">Reveal</a>",
+            esc(&mask(s)),
+            esc(&url)
+        ),
+    };
+    let body = format!(
+        "<h1>Settings of {slug}</h1>\
+         <section><h2>Environment variables</h2>{envvars}</section>\
+         <section><h2>Webhook</h2><dl>\
+         <dt>GitHub webhook URL</dt><dd><code id=\"webhook-url\">{public}/hooks/github</code></dd>\
+         <dt>Generic push hook URL</dt><dd><code>{public}/hooks/push/{slug}</code></dd>\
+         <dt>Secret</dt><dd>{secret}</dd></dl></section>\
+         <section><h2>Default branch</h2>\
+         <form method=\"post\" action=\"{url}/settings\" class=\"inline\">{csrf}\
+         <label for=\"default-branch\">Default branch</label>\
+         <input id=\"default-branch\" name=\"default_branch\" value=\"{branch}\" required>\
+         <button type=\"submit\">Save</button></form></section>",
+        slug = esc(&project.slug),
+        envvars = envvar_section(&app, &project, &session).await?,
+        public = esc(&app.config.public_url),
+        url = esc(&url),
+        branch = esc(&project.default_branch),
+    );
+    Ok(Page {
+        title: format!("{} settings", project.slug),
+        session: &session,
+        crumbs: format!(
+            "{} / {}",
+            crumb(&url, &project.slug),
+            crumb(&format!("{url}/settings"), "settings")
+        ),
+        before: body,
+        live: String::new(),
+        after: String::new(),
+    }
+    .respond(&headers))
+}
+
+/// The project's environment variables, masked, with forms to add and delete them.
+async fn envvar_section(app: &App, project: &Project, session: &Session) -> UiResult<String> {
+    let url = esc(&project_url(project));
+    let csrf = csrf_field(session);
+    let add = format!(
+        "<form method=\"post\" action=\"{url}/settings/envvars\" class=\"inline\" autocomplete=\"off\">{csrf}\
+         <label for=\"env-name\">Name</label><input id=\"env-name\" name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\">\
+         <label for=\"env-value\">Value</label><input id=\"env-value\" name=\"value\" type=\"password\" required>\
+         <button type=\"submit\">Add variable</button></form>"
+    );
+    let vars = match envvars::list_masked(app, project).await {
+        Ok(v) => v,
+        Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+            return Ok(format!(
+                "<p class=\"empty\">{}: environment variables cannot be stored.</p>",
+                esc(&e.message)
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = Millis::now().0;
+    let mut rows = String::new();
+    for v in &vars {
+        let _ = write!(
+            rows,
+            "<tr data-envvar=\"{name}\"><td><code>{name}</code></td><td><code>{}</code></td><td>{}</td>\
+             <td><form method=\"post\" action=\"{url}/settings/envvars/delete\">{csrf}\
+             <input type=\"hidden\" name=\"name\" value=\"{name}\">\
+             <button type=\"submit\" class=\"secondary\">Delete <span class=\"sr\">{name}</span></button></form></td></tr>",
+            esc(&v.masked),
+            age(v.created_at.0, now),
+            name = esc(&v.name),
+        );
+    }
+    let table = if rows.is_empty() {
+        "<p class=\"empty\">No environment variables.</p>".to_string()
+    } else {
+        format!(
+            "<div class=\"scroll\"><table class=\"envvars\"><thead><tr><th scope=\"col\">Name</th>\
+             <th scope=\"col\">Value</th><th scope=\"col\">Added</th><th scope=\"col\"><span class=\"sr\">Actions</span></th>\
+             </tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    };
+    Ok(format!(
+        "<p class=\"hint\">Values are write-only: stored encrypted, shown masked, given to jobs.</p>{table}{add}"
+    ))
+}
+
+pub async fn add_envvar(
+    State(app): S,
+    session: Session,
+    Path((vcs, org, repo)): ProjectPath,
+    body: Bytes,
+) -> UiResult<Response> {
+    let f = session.form(&body)?;
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    let name = f.get("name").map_or("", |n| n.trim());
+    let value = f.get("value").map_or("", String::as_str);
+    envvars::set(&app, &project, name, value).await?;
+    Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
+}
+
+pub async fn delete_envvar(
+    State(app): S,
+    session: Session,
+    Path((vcs, org, repo)): ProjectPath,
+    body: Bytes,
+) -> UiResult<Response> {
+    let f = session.form(&body)?;
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    envvars::delete(&app, &project, f.get("name").map_or("", String::as_str)).await?;
+    Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
+}
+
+pub async fn save_settings(
+    State(app): S,
+    session: Session,
+    Path((vcs, org, repo)): ProjectPath,
+    body: Bytes,
+) -> UiResult<Response> {
+    let f = session.form(&body)?;
+    let project = project_of(&app, &vcs, &org, &repo).await?;
+    if let Some(branch) = f.get("default_branch").map(|b| b.trim()) {
+        trigger::check_ref_name(branch).map_err(|why| {
+            UiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid default branch: {why}"),
+            )
+        })?;
+        app.store
+            .set_project_default_branch(project.id, branch)
+            .await?;
+    }
+    Ok(Redirect::to(&format!("{}/settings", project_url(&project))).into_response())
+}

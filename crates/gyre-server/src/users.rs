@@ -1,0 +1,63 @@
+//! Local users of the web UI, managed by the admin: `PUT /api/gyre/v1/users/{login}` with
+//! `{"password": …}` adds the user or sets a new password. They sign in to the UI with
+//! their login and password (the API keeps using tokens). Only a PBKDF2 hash is kept
+//! (`ui::password`).
+
+use crate::App;
+use crate::api::caller;
+use crate::error::{ApiError, ApiResult};
+use crate::tokens::check_login;
+use crate::ui::password;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::put;
+use axum::{Json, Router};
+use gyre_store::Millis;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD: usize = 8;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/api/gyre/v1/users/{login}", put(set_user))
+}
+
+#[derive(Deserialize)]
+struct NewPassword {
+    password: String,
+}
+
+async fn set_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(login): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    if !caller(&app, &headers, uri.query()).await?.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "only the admin can manage users",
+        ));
+    }
+    check_login(&login).map_err(ApiError::bad_request)?;
+    if login == "admin" {
+        return Err(ApiError::bad_request(
+            "the login admin is the admin token's",
+        ));
+    }
+    let req: NewPassword = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"password\": ...}}: {e}")))?;
+    if req.password.chars().count() < MIN_PASSWORD {
+        return Err(ApiError::bad_request(format!(
+            "the password must have at least {MIN_PASSWORD} characters"
+        )));
+    }
+    let hash = tokio::task::spawn_blocking(move || password::hash(&req.password))
+        .await
+        .map_err(|e| ApiError::internal("hashing a password", e))?;
+    app.store.set_ui_user(&login, &hash, Millis::now()).await?;
+    Ok(Json(json!({"login": login})))
+}
