@@ -122,6 +122,28 @@ mod tests {
     use super::*;
     use gyre_protocol::{EnvVar, ExecutorSpec, JobInfo};
 
+    fn machine_task(job: JobInfo, environment: Vec<EnvVar>) -> TaskSpec {
+        TaskSpec {
+            version: 1,
+            job,
+            executor: ExecutorSpec::Machine { image: None },
+            working_directory: "~/project".into(),
+            shell: None,
+            environment,
+            resources: Default::default(),
+            node: Default::default(),
+            checkout: None,
+            steps: vec![],
+        }
+    }
+
+    const PATHS: EnvPaths<'static> = EnvPaths {
+        task_dir: "/t",
+        bash_env: "/t/bash.env",
+        home: "/root",
+        helper_bin_dir: "/.gyre/bin",
+    };
+
     #[test]
     fn precedence() {
         let var = |name: &str, value: &str, source, secret| EnvVar {
@@ -130,34 +152,20 @@ mod tests {
             secret,
             source,
         };
-        let task = TaskSpec {
-            version: 1,
-            job: JobInfo {
+        let task = machine_task(
+            JobInfo {
                 name: "build".into(),
                 branch: Some("main".into()),
                 ..JobInfo::default()
             },
-            executor: ExecutorSpec::Machine { image: None },
-            working_directory: "~/project".into(),
-            shell: None,
-            environment: vec![
+            vec![
                 var("CIRCLE_JOB", "from-project", EnvSource::Project, true),
                 var("CIRCLE_BRANCH", "from-job", EnvSource::Job, false),
                 var("A", "project", EnvSource::Project, false),
                 var("A", "context", EnvSource::Context, false),
             ],
-            resources: Default::default(),
-            node: Default::default(),
-            checkout: None,
-            steps: vec![],
-        };
-        let paths = EnvPaths {
-            task_dir: "/t",
-            bash_env: "/t/bash.env",
-            home: "/root",
-            helper_bin_dir: "/.gyre/bin",
-        };
-        let env = job_env(&task, &[("PATH".into(), "/bin".into())], &paths);
+        );
+        let env = job_env(&task, &[("PATH".into(), "/bin".into())], &PATHS);
         let get = |n: &str| {
             env.vars
                 .iter()
@@ -177,9 +185,8 @@ mod tests {
 
     #[test]
     fn pull_request_variables() {
-        let mut task = TaskSpec {
-            version: 1,
-            job: JobInfo {
+        let mut task = machine_task(
+            JobInfo {
                 name: "build".into(),
                 pull_requests: vec!["https://h/a/b/pull/1".into(), "https://h/a/b/pull/2".into()],
                 fork_pull_request: Some(gyre_protocol::ForkPullRequest {
@@ -189,22 +196,9 @@ mod tests {
                 }),
                 ..JobInfo::default()
             },
-            executor: ExecutorSpec::Machine { image: None },
-            working_directory: "~/project".into(),
-            shell: None,
-            environment: vec![],
-            resources: Default::default(),
-            node: Default::default(),
-            checkout: None,
-            steps: vec![],
-        };
-        let paths = EnvPaths {
-            task_dir: "/t",
-            bash_env: "/t/bash.env",
-            home: "/root",
-            helper_bin_dir: "/.gyre/bin",
-        };
-        let env = job_env(&task, &[], &paths);
+            vec![],
+        );
+        let env = job_env(&task, &[], &PATHS);
         let get = |n: &str| {
             env.vars
                 .iter()
@@ -223,7 +217,7 @@ mod tests {
         assert_eq!(get("CIRCLE_PR_REPONAME").as_deref(), Some("b"));
         assert_eq!(get("CIRCLE_PR_USERNAME").as_deref(), Some("forker"));
         task.job.fork_pull_request = None;
-        let env = job_env(&task, &[], &paths);
+        let env = job_env(&task, &[], &PATHS);
         assert!(!env.vars.iter().any(|(k, _)| k.starts_with("CIRCLE_PR_")));
     }
 }

@@ -15,8 +15,8 @@ mod common;
 #[path = "../../gyre-store/tests/support/mod.rs"]
 mod pg_support;
 
+use common::{free_port, git};
 use serde_json::{Value, json};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,14 +84,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 fn gyre() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gyre"));
     c.env("GYRE_LOG", "info").env("GYRE_ADMIN_TOKEN", TOKEN);
@@ -107,21 +99,6 @@ fn spawn(mut cmd: Command, log: &Path, what: &'static str) -> Proc {
         .spawn()
         .expect("spawn gyre");
     Proc(child, what)
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=E2E", "-c", "user.email=e2e@example.com"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A repository with the config; returns its head commit.
@@ -397,6 +374,16 @@ fn pull_request_body(
     })
 }
 
+/// `gyre up` with its data under `dir`, listening on `port`.
+fn up_cmd(dir: &Path, port: u16) -> Command {
+    let mut cmd = gyre();
+    cmd.args(["up", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
+        .arg(common::helper());
+    cmd
+}
+
 /// `gyre server` on PostgreSQL and S3 with its data under `dir`.
 fn server_cmd(dir: &Path, port: u16, database: &str, blobs: &str, lease_secs: u32) -> Command {
     let mut cmd = gyre();
@@ -574,12 +561,7 @@ async fn sqlite_gyre_up_runs_a_webhook_pipeline() {
     let head = fixture_repo(&repo);
     let port = free_port();
     let log = tmp.path().join("up.log");
-    let mut cmd = gyre();
-    cmd.args(["up", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
-        .arg(common::helper());
-    let mut up = spawn(cmd, &log, "gyre up");
+    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
     let api = Api::new(port);
     api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
         .await;
@@ -611,12 +593,7 @@ async fn sqlite_pull_requests() {
     let port = free_port();
     let log = tmp.path().join("up.log");
     let logs = [log.clone()];
-    let mut cmd = gyre();
-    cmd.args(["up", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
-        .arg(common::helper());
-    let mut up = spawn(cmd, &log, "gyre up");
+    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
     let api = Api::new(port);
     api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
         .await;
@@ -807,14 +784,7 @@ async fn sqlite_gyre_up_stops_gracefully() {
     fixture_repo_with(&repo, SLOW_CONFIG);
     let port = free_port();
     let log = tmp.path().join("up.log");
-    let up_cmd = || {
-        let mut cmd = gyre();
-        cmd.args(["up", "--data-dir"])
-            .arg(tmp.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--helper"])
-            .arg(common::helper());
-        cmd
-    };
+    let up_cmd = || up_cmd(tmp.path(), port);
     let mut up = spawn(up_cmd(), &log, "gyre up");
     let api = Api::new(port);
     api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
