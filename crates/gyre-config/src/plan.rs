@@ -46,6 +46,10 @@ pub struct JobInstance {
     pub filters: Filters,
     pub contexts: Vec<String>,
     pub serial_group: Option<String>,
+    /// The matrix alias this job is an instance of (its name without the parameter
+    /// values, or `matrix.alias`); `None` for a job without a matrix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matrix_alias: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -330,6 +334,7 @@ pub fn build(workflows: &[CompiledWorkflow], processed: &Node, rep: &mut Reporte
                     filters: i.filters.as_ref().map(filters).unwrap_or_default(),
                     contexts: i.context.clone(),
                     serial_group: i.serial_group.clone(),
+                    matrix_alias: i.matrix_alias.clone(),
                 })
                 .collect(),
         })

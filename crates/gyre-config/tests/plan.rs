@@ -213,3 +213,36 @@ workflows:
         Step::Checkout { method: Some(m), depth: None, .. } if m == "blobless"
     ));
 }
+
+#[test]
+fn matrix_instances_keep_their_alias() {
+    let p = plan(
+        r#"version: 2.1
+jobs:
+  test:
+    parameters: {n: {type: integer}}
+    docker: [{image: x}]
+    steps: [{run: echo << parameters.n >>}]
+workflows:
+  w:
+    jobs:
+      - test: {matrix: {parameters: {n: [1, 2]}}}
+      - test: {name: plain, n: 3}
+      - test: {matrix: {alias: suite, parameters: {n: [4]}}, requires: [test]}
+"#,
+    );
+    let got: Vec<(&str, Option<&str>)> = p.workflows[0]
+        .jobs
+        .iter()
+        .map(|j| (j.name.as_str(), j.matrix_alias.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("test-1", Some("test")),
+            ("test-2", Some("test")),
+            ("plain", None),
+            ("test-4", Some("suite")),
+        ]
+    );
+}

@@ -188,6 +188,9 @@ pub struct JobState {
     /// The current task of each node, by node index; empty until the job is queued.
     pub tasks: Vec<TaskId>,
     pub approved_by: Option<String>,
+    /// The matrix alias this job is an instance of (for grouping in views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_alias: Option<String>,
 }
 
 /// One task: one node of one job, one attempt.
@@ -370,6 +373,7 @@ impl WorkflowState {
                 status: JobStatus::Blocked,
                 tasks: Vec::new(),
                 approved_by: None,
+                matrix_alias: inst.matrix_alias.clone(),
             });
         }
         let mut dependants = vec![Vec::new(); jobs.len()];

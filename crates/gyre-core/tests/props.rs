@@ -92,6 +92,7 @@ fn workflow(specs: &[JobSpec], reverse: bool) -> (Workflow, BTreeMap<String, u32
             },
             contexts: Vec::new(),
             serial_group: None,
+            matrix_alias: None,
         })
         .collect();
     if reverse {

@@ -64,6 +64,7 @@ fn workflow(spec: &str) -> (Workflow, BTreeMap<String, u32>) {
             filters: Filters::None,
             contexts: Vec::new(),
             serial_group: None,
+            matrix_alias: None,
         });
     }
     let wf = Workflow {

@@ -264,6 +264,7 @@ fn select(
                     filters: plan::Filters::None,
                     contexts: Vec::new(),
                     serial_group: None,
+                    matrix_alias: None,
                 })
             });
         let Some(mut inst) = found else {

@@ -92,6 +92,8 @@ pub struct Instance {
     pub context: Vec<String>,
     pub serial_group: Option<String>,
     pub span: Span,
+    /// The matrix alias (default: the job's name) when this is a matrix instance.
+    pub matrix_alias: Option<String>,
 }
 
 const RESERVED_INVOCATION_KEYS: &[&str] = &[

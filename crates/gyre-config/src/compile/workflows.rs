@@ -362,6 +362,7 @@ impl Compiler<'_> {
                 aliases: alias.iter().cloned().collect(),
                 extra_requires: Vec::new(),
                 group: None,
+                matrix_alias: alias.clone(),
             };
             if let Some(g) = group {
                 inv.group = Some(g.name.clone());
@@ -410,6 +411,7 @@ impl Compiler<'_> {
             aliases: Vec::new(),
             extra_requires: Vec::new(),
             group: None,
+            matrix_alias: None,
         };
         let start = out.len();
         for item in items {
@@ -742,6 +744,7 @@ impl Compiler<'_> {
             context,
             serial_group,
             span: inv.job_span,
+            matrix_alias: inv.matrix_alias.clone(),
         };
         if approval {
             return Some(instance);
@@ -881,6 +884,8 @@ pub(super) struct Inv {
     /// Requires inherited from a job group.
     extra_requires: Vec<Node>,
     group: Option<String>,
+    /// The matrix alias this invocation is an instance of.
+    matrix_alias: Option<String>,
 }
 
 pub(super) fn requires_entries(r: &Node, rep: &mut Reporter) -> Vec<(String, Vec<String>, Span)> {

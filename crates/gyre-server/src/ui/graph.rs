@@ -77,23 +77,6 @@ pub fn layout(nodes: &[Node]) -> Vec<Vec<Cell>> {
     cols
 }
 
-/// Groups matrix instances under their alias. The plan keeps no alias (a matrix expands
-/// into ordinary jobs named `<alias>-<value>…`), so jobs are grouped when at least two of
-/// them share the name part before the first `-` and the same requirements.
-pub fn matrix_groups(jobs: &[(String, Vec<usize>)]) -> Vec<Option<String>> {
-    let prefix = |name: &str| name.split_once('-').map(|(p, _)| p.to_string());
-    jobs.iter()
-        .map(|(name, requires)| {
-            let p = prefix(name)?;
-            let n = jobs
-                .iter()
-                .filter(|(o, r)| prefix(o).as_deref() == Some(p.as_str()) && r == requires)
-                .count();
-            (n > 1).then_some(p)
-        })
-        .collect()
-}
-
 const W: usize = 180;
 const H: usize = 40;
 const GAP_X: usize = 56;
@@ -216,21 +199,6 @@ mod tests {
         // A cycle (never compiled, but stored data may be bad) still lays out.
         let cyclic = [node("a", None, &[1]), node("b", None, &[0])];
         assert_eq!(layout(&cyclic).iter().map(Vec::len).sum::<usize>(), 2);
-    }
-
-    #[test]
-    fn matrix_instances_are_grouped_by_alias() {
-        let jobs = [
-            ("build".to_string(), vec![]),
-            ("test-1".to_string(), vec![0]),
-            ("test-2".to_string(), vec![0]),
-            ("deploy-prod".to_string(), vec![1, 2]),
-            ("deploy-eu".to_string(), vec![0]),
-        ];
-        assert_eq!(
-            matrix_groups(&jobs),
-            vec![None, Some("test".into()), Some("test".into()), None, None]
-        );
     }
 
     #[test]

@@ -93,7 +93,11 @@ async fn workflow_section(
             (r.name.clone(), requires)
         })
         .collect();
-    let groups = graph::matrix_groups(&jobs);
+    // Matrix instances are grouped under their alias (kept by the compiler).
+    let groups: Vec<Option<String>> = rows
+        .iter()
+        .map(|r| job_state(r.job).and_then(|j| j.matrix_alias.clone()))
+        .collect();
     let job_href = |r: &JobRow| r.number.map(|n| format!("{project_url}/jobs/{n}"));
     let nodes: Vec<Node> = rows
         .iter()
