@@ -191,6 +191,14 @@ async fn housekeeping_once(app: &App) -> Result<(), String> {
             tracing::error!(task = %key, error = %e, "applying an expired lease");
         }
     }
+    let expired = app
+        .store
+        .expire_ui_sessions(now)
+        .await
+        .map_err(|e| e.to_string())?;
+    if expired > 0 {
+        tracing::debug!(expired, "web sessions expired");
+    }
     let stale = Millis(now.0 - app.config.agent_timeout.as_millis() as i64);
     app.store
         .mark_agents_down(stale)

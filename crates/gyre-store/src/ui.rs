@@ -71,6 +71,16 @@ impl Store {
         Ok(())
     }
 
+    /// Drops every session expired by `now` (housekeeping); how many.
+    pub async fn expire_ui_sessions(&self, now: Millis) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= $1")
+            .bind(now.0)
+            .execute(&self.pool)
+            .await
+            .map_err(query("expire_ui_sessions"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Adds a local user, or sets an existing one's password hash.
     pub async fn set_ui_user(
         &self,

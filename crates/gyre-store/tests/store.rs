@@ -1018,12 +1018,28 @@ async fn ui_sessions_and_log_tails(store: Store) {
     store.create_ui_session("h3", &session, T0).await.unwrap();
     store.delete_ui_session("h3", T0).await.unwrap();
     assert_eq!(store.ui_session("h3", T0).await.unwrap(), None);
-    assert_eq!(store.ui_session("h1", T0).await.unwrap(), Some(session));
+    assert_eq!(
+        store.ui_session("h1", T0).await.unwrap(),
+        Some(session.clone())
+    );
     store
         .delete_ui_session("none", Millis(T0.0 + 5000))
         .await
         .unwrap();
     assert_eq!(store.ui_session("h1", T0).await.unwrap(), None);
+    // Housekeeping drops expired sessions, and only those.
+    store.create_ui_session("h4", &session, T0).await.unwrap();
+    let later = UiSession {
+        expires_at: Millis(T0.0 + 9000),
+        ..session.clone()
+    };
+    store.create_ui_session("h5", &later, T0).await.unwrap();
+    assert_eq!(
+        store.expire_ui_sessions(Millis(T0.0 + 1000)).await.unwrap(),
+        1
+    );
+    assert_eq!(store.ui_session("h5", T0).await.unwrap(), Some(later));
+    assert_eq!(store.ui_session("h4", T0).await.unwrap(), None);
 
     let wf = workflow(&store, "gh/acme/tail", 1).await;
     let k = key(wf, 0);
