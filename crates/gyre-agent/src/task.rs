@@ -202,6 +202,7 @@ pub(crate) fn finish_for(ended: &Ended) -> Finish {
             result: match outcome.status {
                 TaskStatus::Success => TaskEnd::Success,
                 TaskStatus::Failed => TaskEnd::Failed,
+                TaskStatus::TimedOut => TaskEnd::Timedout,
             },
             message: outcome.message.clone(),
             tests: outcome.tests.iter().map(test_case).collect(),
@@ -290,6 +291,8 @@ mod tests {
         let failed = finish_for(&Ended::Ran(Ok(outcome(TaskStatus::Failed))));
         assert_eq!(failed.result, TaskEnd::Failed);
         assert_eq!(failed.message.as_deref(), Some("step \"test\": exit 1"));
+        let timed_out = finish_for(&Ended::Ran(Ok(outcome(TaskStatus::TimedOut))));
+        assert_eq!(timed_out.result, TaskEnd::Timedout);
 
         let broken = finish_for(&Ended::Ran(Err(gyre_executor::Error::Helper(
             "went away".into(),

@@ -269,6 +269,8 @@ impl Executor {
 pub enum TaskStatus {
     Success,
     Failed,
+    /// Killed by the job runtime limit (CircleCI's `timedout`).
+    TimedOut,
 }
 
 /// What a task did.

@@ -149,7 +149,9 @@ impl<'a> Runner<'a> {
             statuses.push(result.status);
         }
         let outcome = TaskOutcome {
-            status: if failed {
+            status: if killed {
+                TaskStatus::TimedOut
+            } else if failed {
                 TaskStatus::Failed
             } else {
                 TaskStatus::Success

@@ -801,7 +801,7 @@ async fn job_runtime_limit_kills_the_step_and_cleans_up() {
     let config = config("runtime", data.path()).max_job_runtime(std::time::Duration::from_secs(3));
     let started = std::time::Instant::now();
     let (outcome, sink) = execute(config, &task).await;
-    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(outcome.status, TaskStatus::TimedOut);
     assert_eq!(outcome.steps, [StepStatus::Failed, StepStatus::Skipped]);
     assert_eq!(
         sink.step_text(0),

@@ -358,7 +358,7 @@ async fn job_runtime_limit_kills_the_step() {
     let config = config("runtime", data.path()).max_job_runtime(Duration::from_secs(2));
     let started = std::time::Instant::now();
     let (outcome, sink) = execute(config, &task).await;
-    assert_eq!(outcome.status, TaskStatus::Failed);
+    assert_eq!(outcome.status, TaskStatus::TimedOut);
     assert_eq!(outcome.steps, [StepStatus::Failed, StepStatus::Skipped]);
     assert_eq!(
         sink.step_text(0),
