@@ -955,6 +955,9 @@ struct ProjectSettings {
     /// Give builds of forked pull requests the project's environment variables.
     #[serde(default)]
     forks_receive_secret_env_vars: bool,
+    /// A new pipeline on a non-default branch cancels the older ones' running workflows.
+    #[serde(default)]
+    autocancel_builds: bool,
 }
 
 async fn list_projects(State(app): S, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value>> {

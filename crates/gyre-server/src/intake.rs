@@ -226,11 +226,43 @@ pub async fn start(
             Some(&source),
         )
         .await?;
+    autocancel(app, project, &pipeline, &req).await;
     Ok(Pipeline {
         state: PipelineStatus::Created,
         config: Some(source),
         ..pipeline
     })
+}
+
+/// "Auto-cancel redundant workflows" (the project's `autocancel_builds`): a new pipeline
+/// of a push or an API trigger on a branch other than the default one cancels the
+/// running workflows of the older pipelines on that branch. Failures are logged: the new
+/// pipeline stands either way.
+async fn autocancel(app: &App, project: &Project, pipeline: &Pipeline, req: &TriggerRequest) {
+    let on = project.settings["autocancel_builds"].as_bool() == Some(true);
+    let Some(branch) = pipeline.branch.as_deref() else {
+        return;
+    };
+    if !on || branch == project.default_branch || req.fork_pull_request.is_some() {
+        return;
+    }
+    let older = match app
+        .store
+        .live_workflows_on_branch(project.id, branch, pipeline.number)
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "finding redundant workflows");
+            return;
+        }
+    };
+    for wf in older {
+        tracing::info!(workflow = %wf, pipeline = pipeline.number, "auto-canceling a redundant workflow");
+        if let Err(e) = orchestrate::apply(app, wf, vec![gyre_core::Event::Cancel]).await {
+            tracing::warn!(workflow = %wf, error = %e, "auto-cancel");
+        }
+    }
 }
 
 struct JobContext<'a> {

@@ -110,6 +110,31 @@ impl Store {
         Ok(get_u64(&row, "pipelines", "n")? > 0)
     }
 
+    /// Workflows still running (not stopped) of the project's pipelines on `branch` with
+    /// a number below `before`: what a newer pipeline makes redundant.
+    pub async fn live_workflows_on_branch(
+        &self,
+        project: ProjectId,
+        branch: &str,
+        before: u64,
+    ) -> Result<Vec<gyre_core::WorkflowId>, Error> {
+        const OP: &str = "live_workflows_on_branch";
+        let rows = sqlx::query(
+            "SELECT w.id AS id FROM workflows w JOIN pipelines p ON p.id = w.pipeline_id \
+             WHERE p.project_id = $1 AND p.branch = $2 AND p.number < $3 \
+             AND w.stopped_at IS NULL ORDER BY w.id",
+        )
+        .bind(to_i64("project id", project.0)?)
+        .bind(branch)
+        .bind(to_i64("pipeline number", before)?)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query(OP))?;
+        rows.iter()
+            .map(|r| Ok(gyre_core::WorkflowId(get_u64(r, "workflows", "id")?)))
+            .collect()
+    }
+
     /// The project's environment variables, by name.
     pub async fn project_env_vars(&self, project: ProjectId) -> Result<Vec<EnvVarRow>, Error> {
         const OP: &str = "project_env_vars";

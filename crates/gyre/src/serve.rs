@@ -134,6 +134,10 @@ pub struct ProjectAdd {
     /// Give builds of forked pull requests the project's environment variables.
     #[arg(long, requires = "build_fork_prs")]
     forks_receive_secrets: bool,
+    /// Auto-cancel redundant workflows: a new pipeline on a branch other than the
+    /// default one cancels the running workflows of older pipelines on that branch.
+    #[arg(long)]
+    autocancel: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -492,7 +496,8 @@ pub fn project_add(p: ProjectAdd) -> anyhow::Result<ExitCode> {
             "slug": p.slug, "repo_url": p.repo, "default_branch": p.default_branch,
             "webhook_secret": p.webhook_secret,
             "settings": {"build_fork_prs": p.build_fork_prs,
-                         "forks_receive_secret_env_vars": p.forks_receive_secrets},
+                         "forks_receive_secret_env_vars": p.forks_receive_secrets,
+                         "autocancel_builds": p.autocancel},
         });
         let out = call(&p.remote, reqwest::Method::POST, "/api/gyre/v1/projects", Some(body)).await?;
         let slug = out["slug"].as_str().unwrap_or_default();

@@ -311,10 +311,15 @@ impl Api {
 
     /// Triggers a pipeline on `main` through the API; returns its first workflow's id.
     async fn trigger(&self, parameters: Value) -> String {
+        self.trigger_on("main", parameters).await
+    }
+
+    /// Triggers a pipeline on `branch` through the API; returns its first workflow's id.
+    async fn trigger_on(&self, branch: &str, parameters: Value) -> String {
         let (status, body) = self
             .post(
                 "/api/v2/project/gh/acme/app/pipeline",
-                json!({"branch": "main", "parameters": parameters}),
+                json!({"branch": branch, "parameters": parameters}),
             )
             .await;
         assert_eq!(status, 201, "{body}");
@@ -329,6 +334,25 @@ impl Api {
             }
             assert!(Instant::now() < deadline, "no workflow: {wfs}");
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until workflow `id` has `status`.
+    async fn wait_workflow(&self, id: &str, status: &str, logs: &[PathBuf]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let w = self.get(&format!("/api/v2/workflow/{id}")).await;
+            if w["status"] == status {
+                return;
+            }
+            if Instant::now() > deadline {
+                let text: String = logs
+                    .iter()
+                    .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                    .collect();
+                panic!("workflow {id} never became {status}: {w}\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
@@ -856,6 +880,68 @@ async fn sqlite_gyre_up_stops_gracefully() {
     );
     let out = api.step_output(number, "slow").await;
     assert!(out.contains("started") && out.contains("finished"), "{out}");
+}
+
+const AUTOCANCEL_CONFIG: &str = r#"version: 2.1
+parameters:
+  sleep: {type: integer, default: 60}
+jobs:
+  work:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps: [{run: {name: work, command: "sleep << pipeline.parameters.sleep >>; echo done"}}]
+workflows:
+  main: {jobs: [work]}
+"#;
+
+/// Auto-cancel redundant workflows: with the project's `autocancel_builds` on, a new
+/// pipeline on a feature branch cancels the running workflow of the older one on that
+/// branch; on the default branch nothing is canceled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_autocancel_redundant_workflows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, AUTOCANCEL_CONFIG);
+    git(&repo, &["branch", "feature"]);
+    let port = free_port();
+    let log = tmp.path().join("up.log");
+    let logs = [log.clone()];
+    let mut cmd = up_cmd(tmp.path(), port);
+    cmd.args(["--concurrency", "2"]);
+    let mut up = spawn(cmd, &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    let out = gyre()
+        .args(["project", "add", "gh/acme/app", "--repo"])
+        .arg(&repo)
+        .args(["--webhook-secret", SECRET, "--autocancel"])
+        .args(["--server", &api.base, "--token", TOKEN])
+        .output()
+        .expect("gyre project add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let older = api.trigger_on("feature", json!({})).await;
+    api.wait_job(&older, "work", "running", &logs).await;
+    let newer = api.trigger_on("feature", json!({"sleep": 0})).await;
+    api.wait_workflow(&older, "canceled", &logs).await;
+    api.wait_workflow(&newer, "success", &logs).await;
+
+    // The default branch keeps every pipeline's workflows.
+    let first = api.trigger_on("main", json!({})).await;
+    api.wait_job(&first, "work", "running", &logs).await;
+    let second = api.trigger_on("main", json!({"sleep": 0})).await;
+    api.wait_workflow(&second, "success", &logs).await;
+    let w = api.get(&format!("/api/v2/workflow/{first}")).await;
+    assert_eq!(w["status"], "running", "{w}");
+    let (status, _) = api
+        .post(&format!("/api/v2/workflow/{first}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    api.wait_workflow(&first, "canceled", &logs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
