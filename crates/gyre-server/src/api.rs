@@ -958,6 +958,10 @@ struct ProjectSettings {
     /// A new pipeline on a non-default branch cancels the older ones' running workflows.
     #[serde(default)]
     autocancel_builds: bool,
+    /// Build pushes to branches other than the default one only when the branch has an
+    /// open pull request; a newly opened pull request builds its head.
+    #[serde(default)]
+    build_prs_only: bool,
 }
 
 async fn list_projects(State(app): S, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value>> {

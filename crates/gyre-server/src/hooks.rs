@@ -89,7 +89,22 @@ async fn github_hook(
         ));
     }
     let req = match hook {
-        github::Hook::Push(push) => push_request(&app, &project, &push).await?,
+        github::Hook::Push(push) => {
+            let req = push_request(&app, &project, &push).await?;
+            if let Some(branch) = req.branch.as_deref()
+                && prs_only(&project)
+                && branch != project.default_branch
+                && req.pull_requests.is_empty()
+            {
+                return Ok((
+                    StatusCode::OK,
+                    Json(json!({"message": format!(
+                        "not built: branch {branch} has no open pull request (only build pull requests)"
+                    )})),
+                ));
+            }
+            req
+        }
         github::Hook::PullRequest(pr) => match pull_request(&app, &project, &pr).await? {
             Some(req) => req,
             None => {
@@ -177,6 +192,32 @@ async fn pull_request(
         })
         .await?;
     let builds = matches!(pr.action.as_str(), "opened" | "reopened" | "synchronize");
+    if builds && !pr.is_fork() {
+        // With "only build pull requests", the pushes of a branch without a pull request
+        // were not built: a newly opened one builds its head.
+        let opened = matches!(pr.action.as_str(), "opened" | "reopened");
+        if !(opened && prs_only(project))
+            || app.store.has_pipeline_for(project.id, &pr.head_sha).await?
+        {
+            return Ok(None);
+        }
+        let pull_requests = app
+            .store
+            .open_pull_requests(project.id, &pr.head_ref)
+            .await?
+            .into_iter()
+            .map(|p| p.url)
+            .collect();
+        return Ok(Some(TriggerRequest {
+            kind: "webhook".into(),
+            actor: pr.sender.login.clone(),
+            actor_avatar: pr.sender.avatar_url.clone(),
+            branch: Some(pr.head_ref.clone()),
+            revision: Some(pr.head_sha.clone()),
+            pull_requests,
+            ..TriggerRequest::default()
+        }));
+    }
     let build_forks = project.settings["build_fork_prs"].as_bool() == Some(true);
     if !(builds && pr.is_fork() && build_forks) {
         return Ok(None);
@@ -202,6 +243,11 @@ async fn pull_request(
         }),
         ..TriggerRequest::default()
     }))
+}
+
+/// The project's "only build pull requests" setting (`build_prs_only`).
+fn prs_only(project: &Project) -> bool {
+    project.settings["build_prs_only"].as_bool() == Some(true)
 }
 
 async fn generic_hook(

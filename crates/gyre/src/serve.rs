@@ -138,6 +138,10 @@ pub struct ProjectAdd {
     /// default one cancels the running workflows of older pipelines on that branch.
     #[arg(long)]
     autocancel: bool,
+    /// Only build pull requests: pushes to branches other than the default one are built
+    /// only when the branch has an open pull request (GitHub).
+    #[arg(long)]
+    build_prs_only: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -497,7 +501,8 @@ pub fn project_add(p: ProjectAdd) -> anyhow::Result<ExitCode> {
             "webhook_secret": p.webhook_secret,
             "settings": {"build_fork_prs": p.build_fork_prs,
                          "forks_receive_secret_env_vars": p.forks_receive_secrets,
-                         "autocancel_builds": p.autocancel},
+                         "autocancel_builds": p.autocancel,
+                         "build_prs_only": p.build_prs_only},
         });
         let out = call(&p.remote, reqwest::Method::POST, "/api/gyre/v1/projects", Some(body)).await?;
         let slug = out["slug"].as_str().unwrap_or_default();

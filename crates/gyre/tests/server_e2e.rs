@@ -882,6 +882,87 @@ async fn sqlite_gyre_up_stops_gracefully() {
     assert!(out.contains("started") && out.contains("finished"), "{out}");
 }
 
+/// "Only build pull requests": a push to a branch without an open pull request is not
+/// built; opening one builds its head (with its URL); later pushes to the branch are
+/// built; the default branch always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_build_prs_only() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    let base = fixture_repo_with(&repo, PR_CONFIG);
+    let port = free_port();
+    let log = tmp.path().join("up.log");
+    let logs = [log.clone()];
+    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    let out = gyre()
+        .args(["project", "add", "gh/acme/app", "--repo"])
+        .arg(&repo)
+        .args(["--webhook-secret", SECRET, "--build-prs-only"])
+        .args(["--server", &api.base, "--token", TOKEN])
+        .output()
+        .expect("gyre project add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("feature.txt"), "1").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "A feature"]);
+    let feature = git(&repo, &["rev-parse", "HEAD"]);
+    let push = push_body("acme/app", "refs/heads/feature", &feature);
+    let (status, body) = api.hook("push", "p-1", push, SECRET).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no open pull request"),
+        "{body}"
+    );
+    assert_eq!(api.pipeline_count().await, 0);
+
+    let pr = pull_request_body("opened", 9, "acme/app", "feature", &feature, &base);
+    let (status, body) = api.hook("pull_request", "pr-9", pr, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let wfs = api.get(&format!("/api/v2/pipeline/{id}/workflow")).await;
+    let wf = wfs["items"][0]["id"].as_str().unwrap().to_string();
+    api.wait_job(&wf, "env", "success", &logs).await;
+    let out = api
+        .step_output(api.job_number(&wf, "env").await, "show")
+        .await;
+    let url = "https://github.invalid/acme/app/pull/9";
+    assert!(
+        out.contains(&format!("pr=[{url}]")) && out.contains("branch=[feature]"),
+        "{out}"
+    );
+    // Reopened at the same commit: already built, nothing new.
+    let pr = pull_request_body("reopened", 9, "acme/app", "feature", &feature, &base);
+    let (status, _) = api.hook("pull_request", "pr-9b", pr, SECRET).await;
+    assert_eq!(status, 200);
+    assert_eq!(api.pipeline_count().await, 1);
+
+    std::fs::write(repo.join("feature.txt"), "2").unwrap();
+    git(&repo, &["commit", "-qam", "More"]);
+    let next = git(&repo, &["rev-parse", "HEAD"]);
+    let push = push_body("acme/app", "refs/heads/feature", &next);
+    let (status, body) = api.hook("push", "p-2", push, SECRET).await;
+    assert_eq!(
+        status, 201,
+        "a branch with an open pull request builds: {body}"
+    );
+    let push = push_body("acme/app", "refs/heads/main", &base);
+    let (status, body) = api.hook("push", "p-3", push, SECRET).await;
+    assert_eq!(status, 201, "the default branch always builds: {body}");
+    assert_eq!(api.pipeline_count().await, 3);
+}
+
 const AUTOCANCEL_CONFIG: &str = r#"version: 2.1
 parameters:
   sleep: {type: integer, default: 60}
