@@ -68,6 +68,13 @@ enum AdminCommand {
         #[command(flatten)]
         remote: serve::Remote,
     },
+    /// Local users of the web UI: `user set LOGIN` reads the password from stdin.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+        #[command(flatten)]
+        remote: serve::Remote,
+    },
     /// Personal API tokens: create one for a login (shown once), list, revoke.
     Token {
         #[command(subcommand)]
@@ -75,6 +82,12 @@ enum AdminCommand {
         #[command(flatten)]
         remote: serve::Remote,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a local user, or set a new password; the password is the first line of stdin.
+    Set { login: String },
 }
 
 #[derive(Subcommand)]
@@ -154,6 +167,10 @@ fn main() -> ExitCode {
         Command::Admin(AdminCommand::Nodes { action, remote }) => {
             serve::nodes(remote, action.map(|NodesAction::Drain { id }| id))
         }
+        Command::Admin(AdminCommand::User {
+            action: UserCommand::Set { login },
+            remote,
+        }) => serve::set_user(remote, login),
         Command::Admin(AdminCommand::Token { action, remote }) => {
             let action = match action {
                 TokenCommand::Create { login } => serve::TokenAction::Create { login },

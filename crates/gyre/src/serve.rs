@@ -606,3 +606,20 @@ pub fn tokens(remote: Remote, action: TokenAction) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `gyre admin user set LOGIN`: the password is the first line of stdin (never an
+/// argument, which other users of the machine could read).
+pub fn set_user(remote: Remote, login: String) -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    runtime()?.block_on(async move {
+        let body = serde_json::json!({ "password": password });
+        let path = format!("/api/gyre/v1/users/{login}");
+        call(&remote, reqwest::Method::PUT, &path, Some(body)).await?;
+        println!("user {login} can sign in to the web UI");
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1625,6 +1625,31 @@ async fn bad_input_gets_json_errors() {
         .post("/api/gyre/v1/tokens", json!({"login": "no spaces"}))
         .await;
     check(s, 400, &b);
+    // Local web users through the CLI; the password comes on stdin.
+    let set_user = |login: &str, password: &str| {
+        use std::io::Write as _;
+        let mut child = gyre()
+            .args(["admin", "user", "set", login])
+            .args(["--server", &api.base, "--token", TOKEN])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gyre admin user set");
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().expect("wait")
+    };
+    let out = set_user("ada", "correct horse battery");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("user ada"));
+    let out = set_user("bob", "short");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 8 characters"), "{err}");
     // A slug sent as one encoded segment routes like the plain one.
     let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
     assert_eq!(
