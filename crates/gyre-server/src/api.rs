@@ -73,6 +73,23 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/gyre/v1/artifacts/{*key}", get(artifact_file))
 }
 
+/// The caller, who must be the admin (403 "only the admin can {what}" otherwise).
+pub(crate) async fn admin(
+    app: &App,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    what: &str,
+) -> ApiResult<Caller> {
+    let c = caller(app, headers, query).await?;
+    if !c.admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("only the admin can {what}"),
+        ));
+    }
+    Ok(c)
+}
+
 /// The caller, from any token form; 401 otherwise.
 pub async fn caller(app: &App, headers: &HeaderMap, query: Option<&str>) -> ApiResult<Caller> {
     let token = presented_token(headers, query).ok_or_else(ApiError::unauthorized)?;
@@ -982,13 +999,7 @@ async fn add_project(
     uri: Uri,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let c = caller(&app, &headers, uri.query()).await?;
-    if !c.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "only the admin can add projects",
-        ));
-    }
+    admin(&app, &headers, uri.query(), "add projects").await?;
     let req: AddProject = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid project: {e}")))?;
     let slug = normalize_slug(req.slug.trim());
@@ -1069,13 +1080,7 @@ async fn drain_agent(
     uri: Uri,
     Path(id): Path<u64>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let c = caller(&app, &headers, uri.query()).await?;
-    if !c.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "only the admin can drain agents",
-        ));
-    }
+    admin(&app, &headers, uri.query(), "drain agents").await?;
     if !app.store.drain_agent(gyre_core::AgentId(id)).await? {
         return Err(ApiError::not_found(format!("no agent {id}")));
     }

@@ -88,14 +88,36 @@ pub async fn list_masked(app: &App, project: &Project) -> ApiResult<Vec<MaskedVa
     let secrets = secrets(app)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let value = open(secrets, &row.name, &row.sealed).await?;
-        out.push(MaskedVar {
-            name: row.name,
-            masked: mask(&value),
-            created_at: row.created_at,
-        });
+        out.push(masked(secrets, row).await?);
     }
     Ok(out)
+}
+
+/// One variable, masked; `None` when the project has none of that name. Only that
+/// variable is opened.
+pub async fn get_masked(app: &App, project: &Project, name: &str) -> ApiResult<Option<MaskedVar>> {
+    let row = app
+        .store
+        .project_env_vars(project.id)
+        .await?
+        .into_iter()
+        .find(|r| r.name == name);
+    match row {
+        Some(row) => Ok(Some(masked(secrets(app)?, row).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn masked(
+    secrets: &gyre_secrets::Secrets,
+    row: gyre_store::EnvVarRow,
+) -> ApiResult<MaskedVar> {
+    let value = open(secrets, &row.name, &row.sealed).await?;
+    Ok(MaskedVar {
+        name: row.name,
+        masked: mask(&value),
+        created_at: row.created_at,
+    })
 }
 
 /// Adds or replaces a variable; answers it masked.
@@ -208,10 +230,8 @@ async fn one(
 ) -> ApiResult<Json<Value>> {
     caller(&app, &headers, uri.query()).await?;
     let project = project_of(&app, &vcs, &org, &repo).await?;
-    list_masked(&app, &project)
+    get_masked(&app, &project, &name)
         .await?
-        .into_iter()
-        .find(|v| v.name == name)
         .map(|v| Json(v.json()))
         .ok_or_else(|| ApiError::not_found("Environment variable not found."))
 }

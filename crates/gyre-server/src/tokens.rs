@@ -3,7 +3,7 @@
 //! that hash, enough to name it in a list and to revoke it.
 
 use crate::App;
-use crate::api::{caller, time};
+use crate::api::{admin, time};
 use crate::auth::{new_token, token_hash};
 use crate::error::{ApiError, ApiResult};
 use axum::extract::{Path, State};
@@ -24,16 +24,6 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 const ID_LEN: usize = 16;
-
-async fn admin(app: &App, headers: &HeaderMap, uri: &Uri) -> ApiResult<()> {
-    if !caller(app, headers, uri.query()).await?.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "only the admin can manage API tokens",
-        ));
-    }
-    Ok(())
-}
 
 /// Why `login` cannot own a token, if it cannot.
 pub fn check_login(login: &str) -> Result<(), String> {
@@ -62,7 +52,7 @@ async fn create(
     uri: Uri,
     body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    admin(&app, &headers, &uri).await?;
+    admin(&app, &headers, uri.query(), "manage API tokens").await?;
     let req: NewToken = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"login\": ...}}: {e}")))?;
     check_login(&req.login).map_err(ApiError::bad_request)?;
@@ -80,7 +70,7 @@ async fn create(
 }
 
 async fn list(State(app): S, headers: HeaderMap, uri: Uri) -> ApiResult<Json<Value>> {
-    admin(&app, &headers, &uri).await?;
+    admin(&app, &headers, uri.query(), "manage API tokens").await?;
     let items: Vec<Value> = app
         .store
         .api_tokens()
@@ -99,7 +89,7 @@ async fn revoke(
     uri: Uri,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    admin(&app, &headers, &uri).await?;
+    admin(&app, &headers, uri.query(), "manage API tokens").await?;
     let matching: Vec<String> = app
         .store
         .api_tokens()

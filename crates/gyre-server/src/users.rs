@@ -4,12 +4,12 @@
 //! (`ui::password`).
 
 use crate::App;
-use crate::api::caller;
+use crate::api::admin;
 use crate::error::{ApiError, ApiResult};
 use crate::tokens::check_login;
 use crate::ui::password;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Uri};
 use axum::routing::put;
 use axum::{Json, Router};
 use gyre_store::Millis;
@@ -36,12 +36,7 @@ async fn set_user(
     Path(login): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    if !caller(&app, &headers, uri.query()).await?.admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "only the admin can manage users",
-        ));
-    }
+    admin(&app, &headers, uri.query(), "manage users").await?;
     check_login(&login).map_err(ApiError::bad_request)?;
     if login == "admin" {
         return Err(ApiError::bad_request(
