@@ -408,6 +408,36 @@ fn up_cmd(dir: &Path, port: u16) -> Command {
     cmd
 }
 
+/// `gyre up` (with `extra` arguments) under `dir`, up and answering; its log file.
+async fn start_up(dir: &Path, extra: &[&str]) -> (Proc, Api, PathBuf) {
+    let port = free_port();
+    let log = dir.join("up.log");
+    let mut cmd = up_cmd(dir, port);
+    cmd.args(extra);
+    let mut up = spawn(cmd, &log, "gyre up");
+    let api = Api::new(port);
+    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
+        .await;
+    (up, api, log)
+}
+
+/// `gyre project add gh/acme/app` for `repo` through the CLI, with `flags`.
+fn cli_add_project(api: &Api, repo: &Path, flags: &[&str]) {
+    let out = gyre()
+        .args(["project", "add", "gh/acme/app", "--repo"])
+        .arg(repo)
+        .args(["--webhook-secret", SECRET])
+        .args(flags)
+        .args(["--server", &api.base, "--token", TOKEN])
+        .output()
+        .expect("gyre project add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `gyre server` on PostgreSQL and S3 with its data under `dir`.
 fn server_cmd(dir: &Path, port: u16, database: &str, blobs: &str, lease_secs: u32) -> Command {
     let mut cmd = gyre();
@@ -583,12 +613,7 @@ async fn sqlite_gyre_up_runs_a_webhook_pipeline() {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
     let head = fixture_repo(&repo);
-    let port = free_port();
-    let log = tmp.path().join("up.log");
-    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
-    let api = Api::new(port);
-    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
-        .await;
+    let (_up, api, log) = start_up(tmp.path(), &[]).await;
     api.add_project(&repo).await;
     full_workflow(&api, &head, &[log]).await;
 }
@@ -614,13 +639,8 @@ async fn sqlite_pull_requests() {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
     let base = fixture_repo_with(&repo, PR_CONFIG);
-    let port = free_port();
-    let log = tmp.path().join("up.log");
-    let logs = [log.clone()];
-    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
-    let api = Api::new(port);
-    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
-        .await;
+    let (_up, api, log) = start_up(tmp.path(), &[]).await;
+    let logs = [log];
     let (status, body) = api
         .post(
             "/api/gyre/v1/projects",
@@ -890,25 +910,9 @@ async fn sqlite_build_prs_only() {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
     let base = fixture_repo_with(&repo, PR_CONFIG);
-    let port = free_port();
-    let log = tmp.path().join("up.log");
-    let logs = [log.clone()];
-    let mut up = spawn(up_cmd(tmp.path(), port), &log, "gyre up");
-    let api = Api::new(port);
-    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
-        .await;
-    let out = gyre()
-        .args(["project", "add", "gh/acme/app", "--repo"])
-        .arg(&repo)
-        .args(["--webhook-secret", SECRET, "--build-prs-only"])
-        .args(["--server", &api.base, "--token", TOKEN])
-        .output()
-        .expect("gyre project add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_up, api, log) = start_up(tmp.path(), &[]).await;
+    let logs = [log];
+    cli_add_project(&api, &repo, &["--build-prs-only"]);
 
     git(&repo, &["checkout", "-q", "-b", "feature"]);
     std::fs::write(repo.join("feature.txt"), "1").unwrap();
@@ -983,27 +987,9 @@ async fn sqlite_autocancel_redundant_workflows() {
     let repo = tmp.path().join("repo");
     fixture_repo_with(&repo, AUTOCANCEL_CONFIG);
     git(&repo, &["branch", "feature"]);
-    let port = free_port();
-    let log = tmp.path().join("up.log");
-    let logs = [log.clone()];
-    let mut cmd = up_cmd(tmp.path(), port);
-    cmd.args(["--concurrency", "2"]);
-    let mut up = spawn(cmd, &log, "gyre up");
-    let api = Api::new(port);
-    api.wait_up(&mut [&mut up], std::slice::from_ref(&log))
-        .await;
-    let out = gyre()
-        .args(["project", "add", "gh/acme/app", "--repo"])
-        .arg(&repo)
-        .args(["--webhook-secret", SECRET, "--autocancel"])
-        .args(["--server", &api.base, "--token", TOKEN])
-        .output()
-        .expect("gyre project add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_up, api, log) = start_up(tmp.path(), &["--concurrency", "2"]).await;
+    let logs = [log];
+    cli_add_project(&api, &repo, &["--autocancel"]);
 
     let older = api.trigger_on("feature", json!({})).await;
     api.wait_job(&older, "work", "running", &logs).await;
