@@ -3,16 +3,22 @@
 //! Started once per task; reads JSON-line requests on stdin, runs each script in its own
 //! process group, streams its output as frames on stdout, enforces the no-output timeout and
 //! reports how the process ended. On stdin EOF it kills every process group it started.
+//!
+//! Each step gets one thread, which spawns the shell (posix_spawn, see `SPAWN_TURN`) and
+//! then polls the step's two pipes and a pidfd: output goes out as frames as it comes,
+//! heavy output in rounds of up to 1 MiB (`COALESCE`), and the no-output deadline is the
+//! poll timeout.
 
 use std::io::{BufRead, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::process::{Child, ExitStatus};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use gyre_protocol::helper::{Done, FrameKind, Hello, MAX_FRAME, Request, RunRequest, header};
+use rustix::process::PidfdFlags;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 /// Frames go out, each in a single `write` (no line buffering: payloads are binary),
@@ -41,6 +47,17 @@ impl Out {
         let Ok(mut out) = self.0.lock() else { return };
         // A broken stdout means the executor is gone; the stdin EOF will end us.
         let _ = out.write_all(&bytes);
+    }
+
+    /// Sends `payload` as frames of at most `MAX_FRAME` bytes, in one write.
+    fn frames(&self, scratch: &mut Vec<u8>, kind: FrameKind, id: u32, payload: &[u8]) {
+        scratch.clear();
+        for piece in payload.chunks(MAX_FRAME) {
+            scratch.extend_from_slice(&header(kind, id, piece.len()));
+            scratch.extend_from_slice(piece);
+        }
+        let Ok(mut out) = self.0.lock() else { return };
+        let _ = out.write_all(scratch);
     }
 
     fn json<T: serde::Serialize>(&self, kind: FrameKind, id: u32, value: &T) {
@@ -176,16 +193,30 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
         .arg(&script_path)
         .env_clear()
         .envs(run.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&run.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = match command.spawn() {
+    let spawned = {
+        // The child's working directory is ours at the moment of spawning, not a
+        // `current_dir`: without one, std spawns with posix_spawn (a vfork) even in this
+        // static binary, where a fork of this threaded process costs ~0.3 ms more a step.
+        // Spawns take turns; nothing else here depends on our directory (paths from the
+        // executor are absolute).
+        let _turn = SPAWN_TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        std::env::set_current_dir(&run.cwd)
+            .map_err(|err| format!("cannot enter the working directory {}: {err}", run.cwd))
+            .and_then(|()| {
+                command
+                    .spawn()
+                    .map_err(|err| format!("cannot start the shell {program}: {err}"))
+            })
+    };
+    let mut child = match spawned {
         Ok(child) => child,
-        Err(err) => {
+        Err(message) => {
             let _ = std::fs::remove_file(&script_path);
-            return error_done(format!("cannot start the shell {program}: {err}"));
+            return error_done(message);
         }
     };
     let oom_before = oom_kills();
@@ -193,65 +224,12 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
     if let Ok(mut groups) = groups.lock() {
         groups.push(pgid);
     }
-    let started = Instant::now();
-    let last_output = Arc::new(AtomicU64::new(0));
-    let (eof_tx, eof_rx) = mpsc::channel::<()>();
-    if let Some(stdout) = child.stdout.take() {
-        spawn_reader(
-            stdout,
-            FrameKind::Stdout,
-            run.id,
-            out,
-            &last_output,
-            started,
-            &eof_tx,
-        );
-    }
-    if let Some(stderr) = child.stderr.take() {
-        spawn_reader(
-            stderr,
-            FrameKind::Stderr,
-            run.id,
-            out,
-            &last_output,
-            started,
-            &eof_tx,
-        );
-    }
-    drop(eof_tx);
-
-    // Watchdog: kills the group after `no_output_timeout_ms` without output.
-    let (exit_tx, exit_rx) = mpsc::channel::<()>();
+    let pipes = [
+        child.stdout.take().map(OwnedFd::from),
+        child.stderr.take().map(OwnedFd::from),
+    ];
     let timeout = Duration::from_millis(run.no_output_timeout_ms.max(1));
-    let watch_output = last_output.clone();
-    let watchdog = std::thread::spawn(move || {
-        loop {
-            let last = Duration::from_millis(watch_output.load(Ordering::Relaxed));
-            let deadline = last + timeout;
-            let now = started.elapsed();
-            if now >= deadline {
-                kill_group(pgid);
-                return true;
-            }
-            match exit_rx.recv_timeout(deadline - now) {
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                _ => return false,
-            }
-        }
-    });
-
-    let status = child.wait();
-    drop(exit_tx);
-    let timed_out = watchdog.join().unwrap_or(false);
-    // Output written before the exit comes first; a grandchild still holding the pipes
-    // must not hold the step, so wait for EOF only briefly.
-    let grace = Instant::now() + Duration::from_millis(200);
-    for _ in 0..2 {
-        let left = grace.saturating_duration_since(Instant::now());
-        if eof_rx.recv_timeout(left).is_err() {
-            break;
-        }
-    }
+    let (status, timed_out) = pump(&mut child, pipes, run.id, out, timeout);
     let _ = std::fs::remove_file(&script_path);
     let halted = run
         .halt_file
@@ -273,6 +251,175 @@ fn run_process_inner(run: &RunRequest, out: &Out, groups: &Mutex<Vec<i32>>) -> D
     }
 }
 
+/// Held while setting our working directory and spawning a step (see `run_process_inner`).
+static SPAWN_TURN: Mutex<()> = Mutex::new(());
+
+/// One of a step's output pipes.
+struct Pipe {
+    file: std::fs::File,
+    kind: FrameKind,
+}
+
+/// Sends the step's output as frames and waits for it to end, all on this thread: poll(2)
+/// on both pipes and a pidfd of the child, the no-output deadline as the timeout. Returns
+/// how the child ended and whether the no-output timeout killed it.
+fn pump(
+    child: &mut Child,
+    pipes: [Option<OwnedFd>; 2],
+    id: u32,
+    out: &Out,
+    timeout: Duration,
+) -> (std::io::Result<ExitStatus>, bool) {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let pgid = child.id() as i32;
+    let pidfd = rustix::process::Pid::from_raw(pgid)
+        .and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()).ok());
+    let [stdout, stderr] = pipes;
+    let mut pipes: Vec<Pipe> = [(stdout, FrameKind::Stdout), (stderr, FrameKind::Stderr)]
+        .into_iter()
+        .filter_map(|(fd, kind)| {
+            let fd = fd?;
+            // A larger pipe lets a chatty step write on while we send, and makes our
+            // reads larger: fewer wake-ups per byte. Best effort, like non-blocking reads
+            // (without them a round reads what one read returns).
+            let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
+            let _ = rustix::io::ioctl_fionbio(&fd, true);
+            Some(Pipe {
+                file: std::fs::File::from(fd),
+                kind,
+            })
+        })
+        .collect();
+    let mut buf = vec![0u8; ROUND];
+    let mut frames = Vec::new();
+    let mut last_output = Instant::now();
+    let mut timed_out = false;
+    let mut ended: Option<std::io::Result<ExitStatus>> = None;
+    // Once the child has exited, a grandchild still holding the pipes must not hold the
+    // step: output is read only briefly after.
+    let mut grace_until = None;
+    loop {
+        let now = Instant::now();
+        let wait = match grace_until {
+            Some(until) if now >= until || pipes.is_empty() => break,
+            Some(until) => until - now,
+            None if timed_out => Duration::from_secs(1),
+            None => {
+                let deadline = last_output + timeout;
+                if now >= deadline {
+                    kill_group(pgid);
+                    timed_out = true;
+                    continue;
+                }
+                deadline - now
+            }
+        };
+        // Without a pidfd (kernels before 5.3), look for the exit every 10 ms.
+        let wait = match (&pidfd, ended.is_none()) {
+            (None, true) => wait.min(Duration::from_millis(10)),
+            _ => wait,
+        };
+        let mut fds: Vec<PollFd> = pipes
+            .iter()
+            .map(|pipe| PollFd::new(&pipe.file, PollFlags::IN))
+            .collect();
+        if let (Some(pidfd), None) = (&pidfd, &ended) {
+            fds.push(PollFd::new(pidfd, PollFlags::IN));
+        }
+        let timespec = Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        match poll(&mut fds, Some(&timespec)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(err) => {
+                kill_group(pgid);
+                let _ = child.wait();
+                return (Err(err.into()), timed_out);
+            }
+        }
+        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
+        let exit_ready = pidfd.is_none() || ready.get(pipes.len()).copied().unwrap_or(false);
+        drop(fds);
+        let mut got = 0;
+        let mut eof = vec![];
+        for (idx, pipe) in pipes.iter_mut().enumerate() {
+            if !ready[idx] {
+                continue;
+            }
+            let (len, ended_here) = read_round(&mut pipe.file, &mut buf);
+            if len > 0 {
+                out.frames(&mut frames, pipe.kind, id, &buf[..len]);
+                got += len;
+            }
+            if ended_here {
+                eof.push(idx);
+            }
+        }
+        for idx in eof.into_iter().rev() {
+            pipes.remove(idx);
+        }
+        if got > 0 {
+            last_output = Instant::now();
+        }
+        // Heavy output: let it pile up for a moment rather than waking for every block the
+        // step writes (a pipe wakes its reader on each write into an empty pipe).
+        if (COALESCE_FROM..ROUND / 2).contains(&got) && ended.is_none() {
+            std::thread::sleep(COALESCE);
+        }
+        if ended.is_none() && exit_ready {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    ended = Some(Ok(status));
+                    grace_until = Some(Instant::now() + Duration::from_millis(200));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    ended = Some(Err(err));
+                    grace_until = Some(Instant::now());
+                }
+            }
+        }
+    }
+    if !pipes.is_empty() {
+        // Whatever still writes there after the step gets read and dropped, never a full
+        // pipe nor a SIGPIPE.
+        std::thread::spawn(move || {
+            for mut pipe in pipes {
+                let _ = rustix::io::ioctl_fionbio(&pipe.file, false);
+                let _ = std::io::copy(&mut pipe.file, &mut std::io::sink());
+            }
+        });
+    }
+    let status = ended.unwrap_or_else(|| child.wait());
+    (status, timed_out)
+}
+
+/// Reads what `file` (non-blocking) holds, up to `buf`'s size; the byte count, and whether
+/// the pipe ended.
+fn read_round(file: &mut std::fs::File, buf: &mut [u8]) -> (usize, bool) {
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => return (len, true),
+            Ok(n) => len += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) => return (len, true),
+        }
+    }
+    (len, false)
+}
+
+/// A round of at least this many bytes makes the next wait a little (`COALESCE`), unless
+/// it was half a pipe's worth or more (the step would soon block on a full pipe).
+const COALESCE_FROM: usize = 64 << 10;
+const COALESCE: Duration = Duration::from_millis(1);
+
+/// Most bytes read from one pipe before they are sent on.
+const ROUND: usize = 1 << 20;
+
 /// The OOM kill count of the memory cgroup we run in (cgroup v1 `memory.oom_control`, v2
 /// `memory.events`); `None` when no cgroup file says.
 fn oom_kills() -> Option<u64> {
@@ -289,58 +436,5 @@ fn oom_kills() -> Option<u64> {
     })
 }
 
-fn spawn_reader(
-    mut pipe: impl Read + std::os::fd::AsFd + Send + 'static,
-    kind: FrameKind,
-    id: u32,
-    out: &Out,
-    last_output: &Arc<AtomicU64>,
-    started: Instant,
-    eof: &mpsc::Sender<()>,
-) {
-    let out = out.clone();
-    let last_output = last_output.clone();
-    let eof = eof.clone();
-    // A larger pipe lets a chatty step write on while we send a frame, and makes our
-    // reads (and frames) larger: fewer wake-ups per byte. Best effort.
-    let _ = rustix::pipe::fcntl_setpipe_size(&pipe, PIPE_SIZE);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; MAX_FRAME];
-        'outer: loop {
-            let mut len = 0;
-            // Block for the first bytes, then take whatever else is already there (heavy
-            // output makes few large frames; a lone line goes out at once).
-            loop {
-                match pipe.read(&mut buf[len..]) {
-                    Ok(0) if len == 0 => break 'outer,
-                    Ok(0) => break,
-                    Ok(n) => len += n,
-                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) if len == 0 => break 'outer,
-                    Err(_) => break,
-                }
-                if len >= MAX_FRAME / 2 || !readable_now(&pipe) {
-                    break;
-                }
-            }
-            last_output.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            out.frame(kind, id, &buf[..len]);
-        }
-        let _ = eof.send(());
-    });
-}
-
 /// Capacity asked for the pipes of a step's stdout and stderr (Linux's default is 64 KiB).
 const PIPE_SIZE: usize = 1 << 20;
-
-/// Whether a read would not block.
-fn readable_now(fd: &impl std::os::fd::AsFd) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec, poll};
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    matches!(poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0].revents().contains(PollFlags::IN)
-}

@@ -586,7 +586,7 @@ impl FrameSocket {
             return;
         };
         FramePump::new(tx)
-            .run(stream, 256 * 1024, "frame socket")
+            .run(stream, 1 << 20, "frame socket")
             .await
     }
 }

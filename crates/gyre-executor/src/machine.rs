@@ -72,8 +72,11 @@ impl MachineExecutor {
         let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Helper("the helper has no pipes".to_owned()));
         };
+        // Heavy output arrives in rounds of up to 1 MiB: a pipe that holds one spares the
+        // helper many blocked writes. Best effort.
+        let _ = rustix::pipe::fcntl_setpipe_size(&output, 1 << 20);
         let (tx, rx) = mpsc::channel::<Result<Frame, Error>>(64);
-        tokio::spawn(FramePump::new(tx).run(output, 128 * 1024, "helper output"));
+        tokio::spawn(FramePump::new(tx).run(output, 1 << 20, "helper output"));
         let session = Session::start(Box::pin(input), rx).await?;
         let base: Vec<(String, String)> = HOST_VARS
             .iter()

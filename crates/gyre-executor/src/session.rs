@@ -27,29 +27,42 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), Error> {
-        self.buf.extend_from_slice(bytes);
-        let mut start = 0;
-        while self.buf.len() - start >= HEADER_LEN {
-            let mut head = [0u8; HEADER_LEN];
-            head.copy_from_slice(&self.buf[start..start + HEADER_LEN]);
-            let (kind, id, len) = parse_header(&head);
-            let Some(kind) = FrameKind::from_u8(kind) else {
-                return Err(Error::Helper(format!("unknown frame kind {kind}")));
-            };
-            if self.buf.len() - start - HEADER_LEN < len {
-                break;
-            }
-            let body = start + HEADER_LEN;
-            out.push(Frame {
-                kind,
-                id,
-                payload: self.buf[body..body + len].to_vec(),
-            });
-            start = body + len;
+        if self.buf.is_empty() {
+            // The usual case: whole frames straight from the read buffer, only a partial
+            // last frame kept.
+            let used = decode(bytes, out)?;
+            self.buf.extend_from_slice(&bytes[used..]);
+            return Ok(());
         }
-        self.buf.drain(..start);
+        self.buf.extend_from_slice(bytes);
+        let used = decode(&self.buf, out)?;
+        self.buf.drain(..used);
         Ok(())
     }
+}
+
+/// Decodes the whole frames at the start of `bytes`; how many bytes they took.
+fn decode(bytes: &[u8], out: &mut Vec<Frame>) -> Result<usize, Error> {
+    let mut start = 0;
+    while bytes.len() - start >= HEADER_LEN {
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&bytes[start..start + HEADER_LEN]);
+        let (kind, id, len) = parse_header(&head);
+        let Some(kind) = FrameKind::from_u8(kind) else {
+            return Err(Error::Helper(format!("unknown frame kind {kind}")));
+        };
+        if bytes.len() - start - HEADER_LEN < len {
+            break;
+        }
+        let body = start + HEADER_LEN;
+        out.push(Frame {
+            kind,
+            id,
+            payload: bytes[body..body + len].to_vec(),
+        });
+        start = body + len;
+    }
+    Ok(start)
 }
 
 /// A running helper.

@@ -486,3 +486,51 @@ async fn checkout_methods() {
         sink.step_text(4)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grandchild_holding_the_output_does_not_hold_the_step() {
+    let data = tempfile::tempdir().unwrap();
+    let task = machine_task(vec![
+        // The subshell inherits stdout and stderr and outlives the step's shell.
+        run("(sleep 30; echo too-late) & echo early"),
+        run("echo next"),
+    ]);
+    let started = std::time::Instant::now();
+    let (outcome, sink) = execute(config("m-grandchild", data.path()), &task).await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_success(&outcome, &sink);
+    assert_eq!(sink.step_text(0), "early\n");
+    assert_eq!(sink.step_text(1), "next\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_output_on_both_streams_arrives_whole_and_masked() {
+    let data = tempfile::tempdir().unwrap();
+    // 8 MB on stdout and 2 MB on stderr at once, with the secret in every line.
+    let mut task = machine_task(vec![run(
+        "seq 1 200000 | sed 's/$/ heavy-secret-value/' & seq 1 50000 | sed 's/$/ heavy-secret-value/' >&2; wait",
+    )]);
+    task.environment = vec![secret("HEAVY", "heavy-secret-value")];
+    let (outcome, sink) = execute(config("m-heavy", data.path()), &task).await;
+    assert_success(&outcome, &sink);
+    let (mut out, mut err) = (String::new(), String::new());
+    for chunk in sink.chunks.iter().filter(|c| c.step == 0) {
+        let text = String::from_utf8_lossy(&chunk.bytes);
+        match chunk.stream {
+            gyre_executor::Stream::Stdout => out.push_str(&text),
+            gyre_executor::Stream::Stderr => err.push_str(&text),
+            _ => {}
+        }
+    }
+    let expect = |n: u32| -> String { (1..=n).map(|i| format!("{i} ****\n")).collect() };
+    assert!(
+        out == expect(200_000),
+        "stdout differs ({} bytes)",
+        out.len()
+    );
+    assert!(
+        err == expect(50_000),
+        "stderr differs ({} bytes)",
+        err.len()
+    );
+}
