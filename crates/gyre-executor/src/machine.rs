@@ -67,6 +67,9 @@ impl MachineExecutor {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            // Not in our process group: a terminal's Ctrl-C must not kill it before it
+            // kills the steps (it does when its stdin closes, as we go).
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::io(format!("starting the helper {}", helper.display()), e))?;
         let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {

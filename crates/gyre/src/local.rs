@@ -145,7 +145,20 @@ pub fn execute(args: LocalArgs) -> anyhow::Result<ExitCode> {
         short(&revision),
         branch.as_deref().or(tag.as_deref()).unwrap_or("detached")
     );
-    let results = runtime.block_on(run_instances(&ctx, &instances))?;
+    // Ctrl-C (or SIGTERM) drops the run: containers are removed and machine steps killed
+    // on the way out (the executors clean up when their task is dropped).
+    let results = runtime.block_on(async {
+        tokio::select! {
+            results = run_instances(&ctx, &instances) => Some(results),
+            () = interrupted() => None,
+        }
+    });
+    let Some(results) = results else {
+        drop(runtime);
+        eprintln!("\ngyre local execute: interrupted; the job's containers and processes are gone");
+        return Ok(ExitCode::from(130));
+    };
+    let results = results?;
     println!("\nSummary:");
     let mut ok = true;
     for (name, outcome, secs) in &results {
@@ -165,6 +178,24 @@ pub fn execute(args: LocalArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // No handler could be installed: the default action (exit) stays.
+        _ => std::future::pending().await,
+    }
 }
 
 struct RunContext<'p> {

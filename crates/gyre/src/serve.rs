@@ -446,7 +446,23 @@ pub fn agent(cmd: AgentCmd) -> anyhow::Result<ExitCode> {
         .job_network(network(&cmd.agent.job_network))
         .max_concurrent_tasks(cmd.agent.concurrency)
         .job_settings(cmd.agent.executor.settings());
-        gyre_agent::run(config, ctrl_c()).await?;
+        // First signal: take no more tasks, let running ones finish. Second: stop now
+        // (dropping the agent removes its containers and kills its steps).
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = gyre_agent::run(config, async {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(agent);
+        tokio::select! {
+            r = &mut agent => { r?; return Ok(ExitCode::SUCCESS); }
+            () = ctrl_c() => {}
+        }
+        println!("shutting down: running tasks finish first (Ctrl-C again to stop now)");
+        let _ = stop_tx.send(());
+        tokio::select! {
+            r = &mut agent => r?,
+            () = ctrl_c() => println!("stopping now"),
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

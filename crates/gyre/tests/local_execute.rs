@@ -170,3 +170,110 @@ fn max_job_runtime_kills_a_slow_job() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("not a duration like 90s, 30m or 5h"), "{out}");
 }
+
+/// Starts `gyre local execute --job JOB`, waits for the line `started` (the step's own
+/// output, not its header), sends SIGINT.
+/// Returns the exit code and the whole output.
+fn interrupt_after_start(repo: &Path, data: &Path, job: &str) -> (i32, String) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gyre"))
+        .args(["local", "execute", "--data-dir"])
+        .arg(data)
+        .arg("--helper")
+        .arg(helper())
+        .args(["--job", job])
+        .current_dir(repo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gyre runs");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).expect("read");
+        out.push_str(&line);
+        assert!(n > 0, "gyre ended before the step started:\n{out}");
+        if line.trim_end() == "started" {
+            break;
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gyre did not stop on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    stdout.read_to_string(&mut out).expect("read");
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut out)
+        .expect("read");
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn ctrl_c_removes_containers_and_kills_machine_steps() {
+    let pid_file = tempfile::NamedTempFile::new().expect("pid file");
+    let config = format!(
+        r#"version: 2.1
+jobs:
+  sigint-probe:
+    docker:
+      - image: gyre-test/busybox:latest
+      - image: gyre-test/busybox:latest
+        command: ["sleep", "600"]
+    steps:
+      - run: echo started; sleep 600
+  sigint-machine:
+    machine: true
+    steps:
+      - run: sleep 600 & echo $! > {}; echo started; wait
+workflows:
+  w: {{jobs: [sigint-probe, sigint-machine]}}
+"#,
+        pid_file.path().display()
+    );
+    let repo = repo_with(&config);
+    let data = tempfile::tempdir().expect("data dir");
+
+    let (code, out) = interrupt_after_start(repo.path(), data.path(), "sigint-probe");
+    assert_eq!(code, 130, "{out}");
+    assert!(out.contains("interrupted"), "{out}");
+    let left = Command::new("docker")
+        .args(["ps", "-a", "--filter", "label=gyre.task"])
+        .args(["--format", "{{.Label \"gyre.task\"}}"])
+        .output()
+        .expect("docker ps");
+    let left = String::from_utf8_lossy(&left.stdout);
+    assert!(
+        !left.lines().any(|l| l.starts_with("gyre-sigint-probe-")),
+        "containers left behind:\n{left}"
+    );
+
+    let (code, out) = interrupt_after_start(repo.path(), data.path(), "sigint-machine");
+    assert_eq!(code, 130, "{out}");
+    let pid = std::fs::read_to_string(pid_file.path()).expect("pid");
+    // The helper kills the step's process group once gyre has gone; give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the machine step's process {} outlived gyre",
+            pid.trim()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -74,13 +74,12 @@ workflows:
       - slow
 "#;
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped (`common::stop`).
 struct Proc(Child, &'static str);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::stop(&mut self.0);
     }
 }
 

@@ -73,13 +73,12 @@ workflows:
     jobs: [big]
 "#;
 
-/// A child process killed when dropped.
+/// A child process stopped when dropped (`common::stop`).
 struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        common::stop(&mut self.0);
     }
 }
 

@@ -65,3 +65,32 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// Stops a gyre process as an operator would: SIGTERM (running tasks may finish), SIGTERM
+/// again (stop now: containers removed, steps killed), SIGKILL if it is still there after
+/// 10 s. Tests that end with jobs still running leave nothing behind this way.
+#[allow(dead_code)] // not every test binary stops processes
+pub fn stop(child: &mut std::process::Child) {
+    use std::time::{Duration, Instant};
+    let pid = child.id().to_string();
+    let ended = |child: &mut std::process::Child, within: Duration| {
+        let until = Instant::now() + within;
+        loop {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for within in [Duration::from_millis(300), Duration::from_secs(10)] {
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        if ended(child, within) {
+            return;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
