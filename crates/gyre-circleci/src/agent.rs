@@ -22,17 +22,17 @@ use rustix::process::PidfdFlags;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 
 /// Frames go out, each in a single `write` (no line buffering: payloads are binary),
-/// through the unix socket the executor listens on when it gave one and it answers (a
-/// bind-mounted socket skips the Docker engine's stream copying), else through stdout.
+/// through the named pipe the executor made when it gave one and it opens (a bind-mounted
+/// pipe skips the Docker engine's stream copying), else through stdout.
 #[derive(Clone)]
 struct Out(Arc<Mutex<Box<dyn Write + Send>>>);
 
 impl Out {
-    fn new(socket: Option<&str>) -> std::io::Result<Out> {
+    fn new(frames: Option<&str>) -> std::io::Result<Out> {
         use std::os::fd::AsFd;
-        if let Some(path) = socket {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(stream) => return Ok(Out(Arc::new(Mutex::new(Box::new(stream))))),
+        if let Some(path) = frames {
+            match open_pipe(path) {
+                Ok(file) => return Ok(Out(Arc::new(Mutex::new(Box::new(file))))),
                 Err(err) => eprintln!("circleci __agent: {path}: {err}; using stdout"),
             }
         }
@@ -66,9 +66,25 @@ impl Out {
     }
 }
 
-/// `socket`: path of the executor's unix socket for frames (optional).
-pub fn main(socket: Option<&str>) -> i32 {
-    let out = match Out::new(socket) {
+/// The write end of the executor's named pipe for frames: opened without waiting (it fails
+/// when nobody reads, as on a remote Docker engine where the path is not the executor's),
+/// then made blocking. Nothing but a FIFO is accepted.
+fn open_pipe(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if !std::fs::metadata(path)?.file_type().is_fifo() {
+        return Err(std::io::Error::other("not a named pipe"));
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    rustix::io::ioctl_fionbio(&file, false)?;
+    Ok(file)
+}
+
+/// `frames`: path of the executor's named pipe for frames (optional).
+pub fn main(frames: Option<&str>) -> i32 {
+    let out = match Out::new(frames) {
         Ok(out) => out,
         Err(err) => {
             eprintln!("circleci __agent: cannot use stdout: {err}");

@@ -29,7 +29,7 @@ fn run(args: &[String]) -> i32 {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["__agent"] => agent::main(None),
-        ["__agent", "--socket", path] => agent::main(Some(path)),
+        ["__agent", "--frames", path] => agent::main(Some(path)),
         ["__keepalive"] => loop {
             // PID 1 of a primary container whose image entrypoint is suppressed (§11.1).
             std::thread::sleep(std::time::Duration::from_secs(3600));

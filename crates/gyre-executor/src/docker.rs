@@ -32,7 +32,7 @@ const GYRE_DIR: &str = "/.gyre";
 const TASK_DIR: &str = "/.gyre/task";
 /// Bind-mounted host directory holding the frame socket.
 const IO_DIR: &str = "/.gyre/io";
-const SOCKET: &str = "frames.sock";
+const FRAMES: &str = "frames";
 /// Where the host's Docker socket appears in the primary container (`--remote-docker`).
 pub(crate) const REMOTE_DOCKER_SOCKET: &str = "/.gyre/docker.sock";
 
@@ -184,7 +184,7 @@ impl DockerExecutor {
             }
         }
         let task_id = task_label(task);
-        let io = FrameSocket::new()?;
+        let io = FramePipe::new()?;
         let primary = self
             .create_primary(task, &images[0], &task_id, cleanup, io.as_ref())
             .await?;
@@ -303,7 +303,7 @@ impl DockerExecutor {
         spec: &ContainerSpec,
         task_id: &str,
         cleanup: &Cleanup,
-        io: Option<&FrameSocket>,
+        io: Option<&FramePipe>,
     ) -> Result<String, Error> {
         let configured = spec.entrypoint.is_some() || spec.command.is_some();
         let (entrypoint, cmd) = if configured {
@@ -477,11 +477,11 @@ impl DockerExecutor {
         &self,
         container: &str,
         user: Option<&str>,
-        io: Option<FrameSocket>,
+        io: Option<FramePipe>,
     ) -> Result<Session, Error> {
         let mut cmd = vec![format!("{GYRE_DIR}/bin/circleci"), "__agent".to_owned()];
         if io.is_some() {
-            cmd.extend(["--socket".to_owned(), format!("{IO_DIR}/{SOCKET}")]);
+            cmd.extend(["--frames".to_owned(), format!("{IO_DIR}/{FRAMES}")]);
         }
         let exec = self
             .docker
@@ -520,7 +520,7 @@ impl DockerExecutor {
             return Err(Error::Helper("the helper exec did not attach".to_owned()));
         };
         let (tx, rx) = mpsc::channel::<Result<Frame, Error>>(64);
-        // The helper sends frames through exactly one of the socket and its stdout.
+        // The helper sends frames through exactly one of the pipe and its stdout.
         if let Some(io) = io {
             let tx = tx.clone();
             tokio::spawn(async move { io.pump(tx).await });
@@ -545,49 +545,61 @@ impl DockerExecutor {
     }
 }
 
-/// A unix socket in a host directory bind-mounted into the primary container: the helper
-/// writes frames there, a plain kernel copy, instead of through the engine's exec stream
-/// (which costs ~10 ns a byte). When the engine is on another host the helper cannot
-/// connect and falls back to stdout.
-struct FrameSocket {
+/// A named pipe (FIFO) in a host directory bind-mounted into the primary container: the
+/// helper writes frames there, a plain kernel copy, instead of through the engine's exec
+/// stream (which costs ~10 ns a byte). A pipe rather than a unix socket: it holds 1 MiB
+/// (a socket's send buffer is capped at ~208 KiB without `CAP_NET_ADMIN`), so heavy output
+/// passes with fewer wake-ups. When the engine is on another host the helper cannot open
+/// it and falls back to stdout.
+struct FramePipe {
     dir: tempfile::TempDir,
-    listener: tokio::net::UnixListener,
+    receiver: tokio::net::unix::pipe::Receiver,
 }
 
-impl FrameSocket {
-    /// `None` when no socket can be made here (the exec stream is used then).
-    fn new() -> Result<Option<FrameSocket>, Error> {
+impl FramePipe {
+    /// `None` when no pipe can be made here (the exec stream is used then).
+    fn new() -> Result<Option<FramePipe>, Error> {
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::Builder::new()
             .prefix("gyre-io-")
             .tempdir()
-            .map_err(|e| Error::io("creating the frame socket directory", e))?;
-        let path = dir.path().join(SOCKET);
-        let listener = match tokio::net::UnixListener::bind(&path) {
-            Ok(listener) => listener,
+            .map_err(|e| Error::io("creating the frame pipe directory", e))?;
+        let path = dir.path().join(FRAMES);
+        if let Err(err) = mknodat(CWD, &path, FileType::Fifo, Mode::from_raw_mode(0o600), 0) {
+            tracing::debug!(%err, "no frame pipe; using the exec stream");
+            return Ok(None);
+        }
+        // Any container user must be able to open it.
+        for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o666)] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io("frame pipe permissions", e))?;
+        }
+        // Opened now (non-blocking, no writer needed), so the helper's open never waits.
+        let receiver = match tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) {
+            Ok(receiver) => receiver,
             Err(err) => {
-                tracing::debug!(%err, "no frame socket; using the exec stream");
+                tracing::debug!(%err, "no frame pipe; using the exec stream");
                 return Ok(None);
             }
         };
-        // Any container user must be able to connect.
-        for (p, mode) in [(dir.path(), 0o755), (path.as_path(), 0o777)] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("frame socket permissions", e))?;
-        }
-        Ok(Some(FrameSocket { dir, listener }))
+        // Best effort: heavy output comes in rounds of up to 1 MiB.
+        let _ = rustix::pipe::fcntl_setpipe_size(&receiver, 1 << 20);
+        Ok(Some(FramePipe { dir, receiver }))
     }
 
-    /// Accepts the helper's connection (if it comes) and forwards its frames.
+    /// Forwards the helper's frames until it closes the pipe; nothing if it never writes
+    /// within 30 s (it fell back to stdout).
     async fn pump(self, tx: mpsc::Sender<Result<Frame, Error>>) {
-        let accepted =
-            tokio::time::timeout(std::time::Duration::from_secs(30), self.listener.accept()).await;
-        let Ok(Ok((stream, _))) = accepted else {
-            return;
-        };
-        FramePump::new(tx)
-            .run(stream, 1 << 20, "frame socket")
-            .await
+        let FramePipe { dir, receiver } = self;
+        let first =
+            tokio::time::timeout(std::time::Duration::from_secs(30), receiver.readable()).await;
+        if matches!(first, Ok(Ok(()))) {
+            FramePump::new(tx)
+                .run(receiver, 1 << 20, "frame pipe")
+                .await;
+        }
+        drop(dir);
     }
 }
 
