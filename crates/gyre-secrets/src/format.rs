@@ -55,11 +55,13 @@ pub(crate) fn kind_prefix(kind: Kind) -> [u8; 5] {
 }
 
 /// Seals `plaintext` under `data_key` with a fresh nonce; `wrapped_key` is stored beside it.
+/// `context` (not stored) is authenticated with the header: opening needs the same bytes.
 pub(crate) fn encode(
     kind: Kind,
     wrapped_key: &[u8],
     data_key: &[u8; KEY_LEN],
     plaintext: &[u8],
+    context: &[u8],
 ) -> Result<Vec<u8>> {
     let wrapped_len = u16::try_from(wrapped_key.len()).map_err(|_| Error::Malformed {
         reason: "wrapped data key longer than 65535 bytes",
@@ -72,7 +74,8 @@ pub(crate) fn encode(
     out.extend_from_slice(wrapped_key);
     let header_len = out.len();
     let nonce = random_nonce()?;
-    let ciphertext = aead_encrypt(&cipher(data_key), &nonce, plaintext, &out[..header_len])?;
+    let aad = [&out[..header_len], context].concat();
+    let ciphertext = aead_encrypt(&cipher(data_key), &nonce, plaintext, &aad)?;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ciphertext);
     Ok(out)
@@ -117,19 +120,15 @@ pub(crate) fn decode(sealed: &[u8]) -> Result<Sealed<'_>> {
     })
 }
 
-/// Opens the payload of a parsed secret with its unwrapped data key.
+/// Opens the payload of a parsed secret with its unwrapped data key and the `context` it
+/// was sealed with; `None` when authentication fails.
 pub(crate) fn open_payload(
     sealed: &Sealed<'_>,
     data_key: &[u8; KEY_LEN],
-    wrapper: impl FnOnce() -> String,
-) -> Result<Vec<u8>> {
-    aead_decrypt(
-        &cipher(data_key),
-        &sealed.nonce,
-        sealed.ciphertext,
-        sealed.header,
-    )
-    .ok_or_else(|| Error::Decrypt { wrapper: wrapper() })
+    context: &[u8],
+) -> Option<Vec<u8>> {
+    let aad = [sealed.header, context].concat();
+    aead_decrypt(&cipher(data_key), &sealed.nonce, sealed.ciphertext, &aad)
 }
 
 /// A fresh random AES-256 key.

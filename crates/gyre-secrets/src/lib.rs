@@ -36,8 +36,10 @@
 //! | 7 + n     | 12    | nonce of the payload                                       |
 //! | 19 + n    | ≥ 16  | payload: AES-256-GCM ciphertext ‖ 16-byte tag              |
 //!
-//! Bytes `0 .. 7 + n` (the whole header, wrapped key included) are the payload's
-//! associated data, so changing any byte of a sealed value makes [`Secrets::open`] fail.
+//! Bytes `0 .. 7 + n` (the whole header, wrapped key included), followed by the caller's
+//! context for [`Secrets::seal_for`] (empty for [`Secrets::seal`]; not stored), are the
+//! payload's associated data: changing any byte of a sealed value makes [`Secrets::open`]
+//! fail, and a value bound to one context does not open under another.
 //! `open` never panics: garbage, truncated or altered input is an [`Error`], and a value
 //! sealed by the other kind of master key is [`Error::WrongWrapper`], naming both.
 //!
@@ -50,6 +52,22 @@ mod local;
 mod transit;
 
 pub use error::{Error, Result};
+
+/// A value opened by [`Secrets::open_for`].
+pub struct Opened {
+    pub plaintext: Vec<u8>,
+    /// Sealed without a context (by [`Secrets::seal`]): it would open under any context.
+    pub unbound: bool,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("plaintext", &"<redacted>")
+            .field("unbound", &self.unbound)
+            .finish()
+    }
+}
 
 use format::Kind;
 use local::LocalKey;
@@ -121,18 +139,55 @@ impl Secrets {
     /// Seals `plaintext` under a fresh data key wrapped by the master key (see the crate
     /// docs for the format). Sealing the same plaintext twice gives different bytes.
     pub async fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.seal_for(b"", plaintext).await
+    }
+
+    /// Seals `plaintext` bound to `context`, what the value belongs to (e.g. a project and a
+    /// variable name): it opens only with [`open_for`](Self::open_for) and the same
+    /// context, so a sealed value copied to another row does not open there. The context is
+    /// authenticated, not stored.
+    pub async fn seal_for(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let data_key = format::random_key()?;
         let (kind, wrapped) = match &*self.wrapper {
             Wrapper::Local(key) => (Kind::Local, key.wrap(&data_key)?),
             Wrapper::Transit(transit) => (Kind::Transit, transit.wrap(&data_key).await?),
         };
-        format::encode(kind, &wrapped, &data_key, plaintext)
+        format::encode(kind, &wrapped, &data_key, plaintext, context)
     }
 
     /// Opens what [`seal`](Self::seal) returned, with the same master key. Fails, without
     /// panicking, on anything else: garbage, altered bytes, another master key, or a value
     /// sealed by the other kind of wrapper ([`Error::WrongWrapper`]).
     pub async fn open(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        let data_key = self.data_key(sealed).await?;
+        let parsed = format::decode(sealed)?;
+        format::open_payload(&parsed, &data_key, b"").ok_or_else(|| self.decrypt_error())
+    }
+
+    /// Opens what [`seal_for`](Self::seal_for) sealed with the same `context`. A value
+    /// [`seal`](Self::seal)ed without one (before its owner bound its values) also opens,
+    /// flagged [`Opened::unbound`], so the owner can seal it again bound; a value bound to
+    /// another context is [`Error::Decrypt`].
+    pub async fn open_for(&self, context: &[u8], sealed: &[u8]) -> Result<Opened> {
+        let data_key = self.data_key(sealed).await?;
+        let parsed = format::decode(sealed)?;
+        if let Some(plaintext) = format::open_payload(&parsed, &data_key, context) {
+            return Ok(Opened {
+                plaintext,
+                unbound: false,
+            });
+        }
+        match format::open_payload(&parsed, &data_key, b"") {
+            Some(plaintext) if !context.is_empty() => Ok(Opened {
+                plaintext,
+                unbound: true,
+            }),
+            _ => Err(self.decrypt_error()),
+        }
+    }
+
+    /// The data key of a sealed value, unwrapped by the master key.
+    async fn data_key(&self, sealed: &[u8]) -> Result<zeroize::Zeroizing<[u8; format::KEY_LEN]>> {
         let parsed = format::decode(sealed)?;
         let data_key = match (&*self.wrapper, parsed.kind) {
             (Wrapper::Local(key), Kind::Local) => key
@@ -148,7 +203,7 @@ impl Secrets {
                 });
             }
         };
-        format::open_payload(&parsed, &data_key, || self.describe())
+        Ok(data_key)
     }
 
     /// `local` or `transit:<key>`: recorded so an operator sees what sealed what.

@@ -262,3 +262,35 @@ proptest! {
         prop_assert!(rt.block_on(secrets.open(&sealed)).is_err());
     }
 }
+
+#[tokio::test]
+async fn a_bound_value_opens_only_under_its_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = local(dir.path());
+    let a = b"project-env-var:1:DEPLOY_KEY";
+    let b = b"project-env-var:2:DEPLOY_KEY";
+    let sealed = secrets.seal_for(a, PLAINTEXT).await.unwrap();
+    let opened = secrets.open_for(a, &sealed).await.unwrap();
+    assert_eq!(opened.plaintext, PLAINTEXT);
+    assert!(!opened.unbound);
+    // Copied to another row: refused, whether opened bound or not.
+    for result in [
+        secrets.open_for(b, &sealed).await.map(|o| o.plaintext),
+        secrets.open_for(b"", &sealed).await.map(|o| o.plaintext),
+        secrets.open(&sealed).await,
+    ] {
+        assert!(
+            matches!(result, Err(Error::Decrypt { .. })),
+            "{:?}",
+            result.map(|_| "opened")
+        );
+    }
+    // A value sealed before binding opens anywhere, and says so.
+    let legacy = secrets.seal(PLAINTEXT).await.unwrap();
+    let opened = secrets.open_for(b, &legacy).await.unwrap();
+    assert_eq!(opened.plaintext, PLAINTEXT);
+    assert!(opened.unbound);
+    // The context is authenticated, not stored.
+    assert_eq!(sealed.len(), legacy.len());
+    assert!(!sealed.windows(a.len()).any(|w| w == a));
+}

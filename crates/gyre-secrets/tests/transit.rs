@@ -41,6 +41,17 @@ async fn round_trips() {
     let a = secrets.seal(PLAINTEXT).await.unwrap();
     let b = secrets.seal(PLAINTEXT).await.unwrap();
     assert_ne!(a, b);
+    // Bound to a context: opens under it only.
+    let bound = secrets.seal_for(b"row:1", PLAINTEXT).await.unwrap();
+    let opened = secrets.open_for(b"row:1", &bound).await.unwrap();
+    assert_eq!(
+        (opened.plaintext.as_slice(), opened.unbound),
+        (PLAINTEXT, false)
+    );
+    assert!(matches!(
+        secrets.open_for(b"row:2", &bound).await,
+        Err(gyre_secrets::Error::Decrypt { .. })
+    ));
 }
 
 #[tokio::test]

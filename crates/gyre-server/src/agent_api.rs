@@ -21,6 +21,7 @@ use gyre_protocol::agent::{
 };
 use gyre_store::{Agent, LogChunk, Millis, Stream, TaskKey};
 use serde::Deserialize;
+use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
@@ -122,7 +123,16 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
                 .await?
                 .ok_or_else(|| ApiError::internal("claiming a task", "its project is gone"))?;
             let fork_pr = spec.job.fork_pull_request.is_some();
-            let secrets = crate::envvars::for_job(&app, &project, fork_pr).await?;
+            let secrets = match crate::envvars::for_job(&app, &project, fork_pr).await {
+                Ok(secrets) => secrets,
+                Err(err) => {
+                    // The job cannot have its variables (the key service is down, a value
+                    // was altered): it fails saying why, rather than the claim failing
+                    // and leaving the task leased to an agent that never got it.
+                    fail_unstarted(&app, agent.id, task.key, &err.message).await?;
+                    continue;
+                }
+            };
             spec.environment.extend(secrets);
             let event = Event::TaskStarted {
                 task: task.key.task,
@@ -151,6 +161,46 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
             _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
         }
     }
+}
+
+/// Ends a task just claimed by `agent` as failed before it ran: a log with one step saying
+/// `why`, then the usual finish.
+async fn fail_unstarted(
+    app: &Arc<App>,
+    agent: gyre_core::AgentId,
+    key: TaskKey,
+    why: &str,
+) -> ApiResult<()> {
+    tracing::error!(task = %key, why, "task failed before it started");
+    orchestrate::apply(
+        app,
+        key.workflow,
+        vec![Event::TaskStarted { task: key.task }],
+    )
+    .await
+    .map_err(|e| ApiError::internal("starting a task", e))?;
+    let at = Millis::now();
+    let chunks = [
+        (
+            Stream::StepStarted,
+            json!({"name": "Preparing environment variables", "header": null}).to_string(),
+        ),
+        (Stream::System, format!("{why}\n")),
+        (Stream::StepFinished, "failed".to_owned()),
+    ];
+    for (seq, (stream, data)) in chunks.into_iter().enumerate() {
+        let chunk = LogChunk {
+            seq: seq as u64,
+            step: 0,
+            stream,
+            at,
+            data: data.into_bytes(),
+        };
+        app.store.append_log_chunk(key, &chunk).await?;
+    }
+    let outcome = json!({"result": "failed", "message": why});
+    finish_task(app.clone(), agent, key, TaskResult::Failed, outcome).await?;
+    Ok(())
 }
 
 fn key(workflow: u64, task: u64) -> TaskKey {

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use gyre_protocol::{EnvSource, EnvVar};
-use gyre_store::{Millis, Project};
+use gyre_store::{EnvVarRow, Millis, Project, ProjectId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub async fn list_masked(app: &App, project: &Project) -> ApiResult<Vec<MaskedVa
     let secrets = secrets(app)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        out.push(masked(secrets, row).await?);
+        out.push(masked(secrets, project.id, row).await?);
     }
     Ok(out)
 }
@@ -103,19 +103,28 @@ pub async fn get_masked(app: &App, project: &Project, name: &str) -> ApiResult<O
         .into_iter()
         .find(|r| r.name == name);
     match row {
-        Some(row) => Ok(Some(masked(secrets(app)?, row).await?)),
+        Some(row) => Ok(Some(masked(secrets(app)?, project.id, row).await?)),
         None => Ok(None),
     }
 }
 
 async fn masked(
     secrets: &gyre_secrets::Secrets,
-    row: gyre_store::EnvVarRow,
+    project: ProjectId,
+    row: EnvVarRow,
 ) -> ApiResult<MaskedVar> {
-    let value = open(secrets, &row.name, &row.sealed).await?;
+    // A value that does not open (altered, or moved from another row) is still listed, so
+    // it can be seen and replaced or deleted.
+    let masked = match open(secrets, project, &row).await {
+        Ok(value) => mask(&value),
+        Err(err) => {
+            tracing::error!(%project, name = %row.name, error = %err.message, "cannot open an environment variable");
+            mask("")
+        }
+    };
     Ok(MaskedVar {
         name: row.name,
-        masked: mask(&value),
+        masked,
         created_at: row.created_at,
     })
 }
@@ -129,7 +138,7 @@ pub async fn set(app: &App, project: &Project, name: &str, value: &str) -> ApiRe
         )));
     }
     let sealed = secrets(app)?
-        .seal(value.as_bytes())
+        .seal_for(&context(project.id, name), value.as_bytes())
         .await
         .map_err(|e| ApiError::internal("sealing an environment variable", e))?;
     let now = Millis::now();
@@ -148,12 +157,36 @@ pub async fn delete(app: &App, project: &Project, name: &str) -> ApiResult<bool>
     Ok(app.store.delete_project_env_var(project.id, name).await?)
 }
 
-async fn open(secrets: &gyre_secrets::Secrets, name: &str, sealed: &[u8]) -> ApiResult<String> {
-    let plain = secrets
-        .open(sealed)
+/// What a sealed value is bound to: its project and name. A value copied to another row
+/// (by someone who can write the database but has no key) does not open there.
+fn context(project: ProjectId, name: &str) -> Vec<u8> {
+    format!("project-env-var:{project}:{name}").into_bytes()
+}
+
+async fn open(
+    secrets: &gyre_secrets::Secrets,
+    project: ProjectId,
+    row: &EnvVarRow,
+) -> ApiResult<String> {
+    let name = &row.name;
+    let opened = secrets
+        .open_for(&context(project, name), &row.sealed)
         .await
-        .map_err(|e| ApiError::internal(&format!("opening environment variable {name}"), e))?;
-    String::from_utf8(plain)
+        .map_err(|e| {
+            // The secrets crate's errors never hold plaintext or keys: safe to show.
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("project environment variable {name}: {e}"),
+            )
+        })?;
+    if opened.unbound {
+        tracing::warn!(
+            %project,
+            name = %name,
+            "environment variable sealed before values were bound to their row; set it again to bind it"
+        );
+    }
+    String::from_utf8(opened.plaintext)
         .map_err(|_| ApiError::internal("environment variable", format!("{name} is not UTF-8")))
 }
 
@@ -171,7 +204,7 @@ pub async fn for_job(app: &App, project: &Project, fork_pr: bool) -> ApiResult<V
     let secrets = secrets(app)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let value = open(secrets, &row.name, &row.sealed).await?;
+        let value = open(secrets, project.id, &row).await?;
         out.push(EnvVar {
             name: row.name,
             value,

@@ -805,6 +805,66 @@ async fn sqlite_pull_requests() {
     assert_eq!(status, 201, "{body}");
     let out = output_of(body).await;
     assert!(out.contains("pr=[] prs=[] num=[]"), "{out}");
+
+    // Sealed values are bound to their project and name: one copied onto another variable
+    // (by someone who can write the database but holds no key) does not open there. The
+    // list still shows it, and a job that would get it fails saying which variable.
+    let (status, body) = api
+        .post(envvar, json!({"name": "OTHER", "value": "other-value"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    copy_sealed_value(&tmp.path().join("data/gyre.db"), "DEPLOY_KEY", "OTHER").await;
+    let list = api.get(envvar).await;
+    let names: Vec<(&str, &str)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("DEPLOY_KEY", "xxxxcret"), ("OTHER", "xxxx")]);
+    std::fs::write(repo.join("feature.txt"), "3").unwrap();
+    git(&repo, &["commit", "-qam", "Even more"]);
+    let third = git(&repo, &["rev-parse", "HEAD"]);
+    let push = push_body("acme/app", "refs/heads/feature", &third);
+    let (status, body) = api.hook("push", "push-3", push, SECRET).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("pipeline id").to_string();
+    let wfs = api.get(&format!("/api/v2/pipeline/{id}/workflow")).await;
+    let wf = wfs["items"][0]["id"]
+        .as_str()
+        .expect("workflow")
+        .to_string();
+    api.wait_job(&wf, "env", "failed", &logs).await;
+    let number = api.job_number(&wf, "env").await;
+    let out = api
+        .step_output(number, "Preparing environment variables")
+        .await;
+    assert!(
+        out.contains("project environment variable OTHER: cannot open the secret"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+}
+
+/// Overwrites the sealed value of variable `to` with that of `from` (same project), in the
+/// SQLite database the server is using.
+async fn copy_sealed_value(db: &Path, from: &str, to: &str) {
+    use sqlx::ConnectOptions;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .connect()
+        .await
+        .expect("open gyre.db");
+    let done = sqlx::query(
+        "UPDATE project_env_vars SET value = \
+         (SELECT value FROM project_env_vars WHERE name = $1) WHERE name = $2",
+    )
+    .bind(from)
+    .bind(to)
+    .execute(&mut conn)
+    .await
+    .expect("copy the sealed value");
+    assert_eq!(done.rows_affected(), 1);
 }
 
 const SLOW_CONFIG: &str = r#"version: 2.1
