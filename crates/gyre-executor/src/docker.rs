@@ -109,11 +109,18 @@ impl DockerExecutor {
                 "a docker executor needs at least one image".to_owned(),
             ));
         }
-        // `image` and `auth` values may name the task's variables (§8.2).
+        // `image` and `auth` values may name the task's variables (§8.2); `aws_auth` with
+        // `oidc_role_arn` takes the job's OIDC token.
+        let oidc = task
+            .job
+            .oidc_token
+            .as_ref()
+            .map(|t| ("CIRCLE_OIDC_TOKEN".to_owned(), t.clone()));
         let vars: Vec<(String, String)> = task
             .environment
             .iter()
             .map(|v| (v.name.clone(), v.value.clone()))
+            .chain(oidc)
             .collect();
         let images: Vec<ContainerSpec> = images
             .iter()

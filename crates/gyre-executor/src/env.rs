@@ -65,6 +65,8 @@ pub(crate) fn job_env(task: &TaskSpec, base: &[(String, String)], paths: &EnvPat
         .iter()
         .filter(|v| v.secret)
         .map(|v| v.value.clone())
+        .chain(task.job.oidc_token.clone())
+        .chain(task.job.oidc_token_v2.clone())
         .collect();
     JobEnv { vars, secrets }
 }
@@ -108,6 +110,12 @@ fn builtins(task: &TaskSpec, paths: &EnvPaths<'_>) -> Vec<(&'static str, String)
         out.push(("CI_PULL_REQUEST", first.clone()));
         out.push(("CIRCLE_PULL_REQUESTS", job.pull_requests.join(",")));
         out.push(("CI_PULL_REQUESTS", job.pull_requests.join(",")));
+    }
+    if let Some(token) = &job.oidc_token {
+        out.push(("CIRCLE_OIDC_TOKEN", token.clone()));
+    }
+    if let Some(token) = &job.oidc_token_v2 {
+        out.push(("CIRCLE_OIDC_TOKEN_V2", token.clone()));
     }
     if let Some(pr) = &job.fork_pull_request {
         out.push(("CIRCLE_PR_NUMBER", pr.number.to_string()));

@@ -81,7 +81,7 @@ pub(crate) async fn credentials(
         },
         (Some(AwsAuth::Oidc { role_arn }), Some(region)) => {
             let token = lookup(env, "CIRCLE_OIDC_TOKEN").ok_or_else(|| pull_error(image,
-                "`aws_auth.oidc_role_arn` needs the job's OIDC token (CIRCLE_OIDC_TOKEN), which this server does not issue; use `aws_access_key_id` and `aws_secret_access_key`".to_owned()))?;
+                "`aws_auth.oidc_role_arn` needs the job's OIDC token (CIRCLE_OIDC_TOKEN): gyre servers issue one to every job but builds of forked pull requests without secrets, and `gyre local execute` has none; use `aws_access_key_id` and `aws_secret_access_key` there".to_owned()))?;
             assume_role(endpoints, region, &expand(role_arn, env), token)
                 .await
                 .map_err(|reason| pull_error(image, reason))?

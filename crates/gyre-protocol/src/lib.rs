@@ -82,6 +82,12 @@ pub struct JobInfo {
     /// Jobs whose workspace layers `attach_workspace` applies: the job's transitive
     /// upstream in the workflow (§4.12). `None` applies every layer of the workspace.
     pub workspace_upstream: Option<Vec<String>>,
+    /// OIDC ID tokens of the job (`CIRCLE_OIDC_TOKEN`, `CIRCLE_OIDC_TOKEN_V2`; masked in
+    /// output), minted by the server when an agent claims the task and never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_token_v2: Option<String>,
 }
 
 /// A pull request from a fork, as its job sees it.

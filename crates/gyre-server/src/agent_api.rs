@@ -134,6 +134,25 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
                 }
             };
             spec.environment.extend(secrets);
+            // OIDC tokens go where the project's secrets go (§12: not to forks' builds
+            // unless the project passes secrets to them).
+            let gets_secrets = !fork_pr
+                || project.settings["forks_receive_secret_env_vars"].as_bool() == Some(true);
+            if gets_secrets {
+                match crate::oidc::mint(&app, &spec.job).await {
+                    Ok((v1, v2)) => {
+                        spec.job.oidc_token = Some(v1);
+                        spec.job.oidc_token_v2 = Some(v2);
+                    }
+                    // A server without a secrets key (embedded uses) issues none.
+                    Err(crate::oidc::OidcError::NoSecrets) => {}
+                    Err(err) => {
+                        let why = format!("cannot issue the job's OIDC token: {err}");
+                        fail_unstarted(&app, agent.id, task.key, &why).await?;
+                        continue;
+                    }
+                }
+            }
             let event = Event::TaskStarted {
                 task: task.key.task,
             };

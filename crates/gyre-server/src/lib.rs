@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod ids;
 pub mod intake;
 pub mod logs;
+pub mod oidc;
 pub mod orchestrate;
 pub mod tokens;
 pub mod trigger;
@@ -99,6 +100,8 @@ pub struct App {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// This replica's name in notifications to the others (random per process).
     pub instance: String,
+    /// Signs jobs' OIDC tokens; loaded (or its key created) on first use.
+    pub oidc: tokio::sync::OnceCell<oidc::Signer>,
 }
 
 impl App {
@@ -113,6 +116,7 @@ impl App {
             queue: Notify::new(),
             stopping: tokio::sync::watch::channel(false).0,
             instance: auth::new_token()[..12].to_string(),
+            oidc: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -142,6 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
     let routes = Router::new()
         .merge(api::routes())
         .merge(envvars::routes())
+        .merge(oidc::routes())
         .merge(tokens::routes())
         .merge(hooks::routes())
         .merge(logs::routes())

@@ -34,6 +34,7 @@
 
 mod agents;
 mod error;
+mod keys;
 mod logs;
 mod notify;
 mod pipelines;
@@ -44,6 +45,7 @@ mod ui;
 
 pub use agents::{Agent, AgentStatus};
 pub use error::Error;
+pub use keys::SigningKeyRow;
 pub use logs::{LogChunk, Stream};
 pub use notify::LogListener;
 pub use pipelines::{NewJob, NewPipeline, NewProject, Pipeline, Project, ProjectId};
@@ -71,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0003_project_data.sql"),
     ),
     (4, "ui", include_str!("../migrations/0004_ui.sql")),
+    (
+        5,
+        "signing_keys",
+        include_str!("../migrations/0005_signing_keys.sql"),
+    ),
 ];
 
 /// The SQL engine behind a [`Store`].

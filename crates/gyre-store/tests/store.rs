@@ -6,7 +6,7 @@ mod support;
 use gyre_core::{AgentId, JobId, JobStatus, PipelineStatus, TaskId, TaskResult, WorkflowStatus};
 use gyre_store::{
     AgentStatus, Error, LogChunk, Millis, NewJob, NewPipeline, NewProject, NewTask, ProjectId,
-    Store, Stream, TaskKey, UiSession,
+    SigningKeyRow, Store, Stream, TaskKey, UiSession,
 };
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +46,7 @@ both_engines!(
     pull_requests,
     env_vars,
     ui_sessions_and_log_tails,
+    signing_keys,
 );
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -1109,5 +1110,43 @@ async fn ui_sessions_and_log_tails(store: Store) {
             .set_project_default_branch(ProjectId(999_999), "x")
             .await
             .unwrap()
+    );
+}
+
+async fn signing_keys(store: Store) {
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let key = |kid: &str, at: i64, sealed: &[u8]| SigningKeyRow {
+        kid: kid.to_owned(),
+        alg: "RS256".to_owned(),
+        public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+        sealed: sealed.to_vec(),
+        created_at: Millis(at),
+    };
+    assert!(
+        store
+            .add_signing_key(&key("b", T0.0, b"\x00sealed-b\xff"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_signing_key(&key("a", T0.0 + 5, b"sealed-a"))
+            .await
+            .unwrap()
+    );
+    // A second key with a taken kid changes nothing.
+    assert!(
+        !store
+            .add_signing_key(&key("b", T0.0 + 9, b"other"))
+            .await
+            .unwrap()
+    );
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys,
+        [
+            key("b", T0.0, b"\x00sealed-b\xff"),
+            key("a", T0.0 + 5, b"sealed-a")
+        ]
     );
 }

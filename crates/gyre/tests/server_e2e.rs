@@ -624,7 +624,7 @@ jobs:
     steps:
       - run:
           name: show
-          command: echo "pr=[$CIRCLE_PULL_REQUEST] prs=[$CIRCLE_PULL_REQUESTS] num=[$CIRCLE_PR_NUMBER] user=[$CIRCLE_PR_USERNAME] repo=[$CIRCLE_PR_REPONAME] branch=[$CIRCLE_BRANCH] secret=[${DEPLOY_KEY:-unset}]"
+          command: echo "pr=[$CIRCLE_PULL_REQUEST] prs=[$CIRCLE_PULL_REQUESTS] num=[$CIRCLE_PR_NUMBER] user=[$CIRCLE_PR_USERNAME] repo=[$CIRCLE_PR_REPONAME] branch=[$CIRCLE_BRANCH] secret=[${DEPLOY_KEY:-unset}] oidc=[${CIRCLE_OIDC_TOKEN:+set}]"
 workflows:
   main: {jobs: [env]}
 "#;
@@ -748,7 +748,7 @@ async fn sqlite_pull_requests() {
     let url5 = "https://github.invalid/acme/app/pull/5";
     assert!(
         out.contains(&format!(
-            "pr=[{url5}] prs=[{url5}] num=[] user=[] repo=[] branch=[feature] secret=[****]"
+            "pr=[{url5}] prs=[{url5}] num=[] user=[] repo=[] branch=[feature] secret=[****] oidc=[set]"
         )),
         "{out}"
     );
@@ -788,7 +788,7 @@ async fn sqlite_pull_requests() {
     let url7 = "https://github.invalid/acme/app/pull/7";
     assert!(
         out.contains(&format!(
-            "pr=[{url7}] prs=[{url7}] num=[7] user=[forker] repo=[app] branch=[pull/7] secret=[unset]"
+            "pr=[{url7}] prs=[{url7}] num=[7] user=[forker] repo=[app] branch=[pull/7] secret=[unset] oidc=[]"
         )),
         "{out}"
     );
@@ -865,6 +865,146 @@ async fn copy_sealed_value(db: &Path, from: &str, to: &str) {
     .await
     .expect("copy the sealed value");
     assert_eq!(done.rows_affected(), 1);
+}
+
+const OIDC_CONFIG: &str = r#"version: 2.1
+jobs:
+  oidc:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run:
+          name: tokens
+          command: |
+            echo "masked=[$CIRCLE_OIDC_TOKEN]"
+            # Printed in halves, so the masking of the whole token does not apply.
+            for t in "$CIRCLE_OIDC_TOKEN" "$CIRCLE_OIDC_TOKEN_V2"; do
+              half=$(( ${#t} / 2 ))
+              echo "head=$(echo "$t" | cut -c1-$half)"
+              echo "tail=$(echo "$t" | cut -c$(( half + 1 ))-)"
+            done
+workflows:
+  main: {jobs: [oidc]}
+"#;
+
+/// Jobs get CircleCI's OIDC tokens (`CIRCLE_OIDC_TOKEN`, `_V2`, masked): RS256 JWTs
+/// that verify against the key set the server publishes under its issuer URL, with
+/// CircleCI's claims. Checked here with aws-lc-rs, as a cloud provider would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_jobs_get_oidc_tokens_the_server_signs() {
+    use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, OIDC_CONFIG);
+    let (_up, api, log) = start_up(tmp.path(), &[]).await;
+    let logs = [log];
+    api.add_project(&repo).await;
+    let wf = api.trigger(json!({})).await;
+    api.wait_job(&wf, "oidc", "success", &logs).await;
+    let out = api
+        .step_output(api.job_number(&wf, "oidc").await, "tokens")
+        .await;
+    assert!(out.contains("masked=[****]"), "{out}");
+    let field = |key: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .map(str::to_owned)
+            .collect()
+    };
+    let (heads, tails) = (field("head="), field("tail="));
+    assert_eq!((heads.len(), tails.len()), (2, 2), "{out}");
+    let tokens: Vec<String> = heads
+        .iter()
+        .zip(&tails)
+        .map(|(h, t)| format!("{h}{t}"))
+        .collect();
+
+    // What a cloud provider reads: discovery, then the key set, both without credentials.
+    let public = reqwest::Client::new();
+    let discovery: Value = public
+        .get(format!("{}/.well-known/openid-configuration", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], api.base.as_str(), "{discovery}");
+    let jwks_uri = discovery["jwks_uri"].as_str().expect("jwks_uri");
+    assert_eq!(jwks_uri, format!("{}/.well-known/jwks-pub.json", api.base));
+    let jwks: Value = public
+        .get(jwks_uri)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (&key["kty"], &key["alg"]),
+        (&json!("RSA"), &json!("RS256")),
+        "{jwks}"
+    );
+    let decode = |s: &str| b64.decode(s).expect("base64url");
+    let public_key = RsaPublicKeyComponents {
+        n: decode(key["n"].as_str().unwrap()),
+        e: decode(key["e"].as_str().unwrap()),
+    };
+    assert_eq!(public_key.n.len(), 256, "a 2048-bit key");
+    let verify = |token: &str| -> Option<Value> {
+        let (input, signature) = token.rsplit_once('.')?;
+        public_key
+            .verify(
+                &RSA_PKCS1_2048_8192_SHA256,
+                input.as_bytes(),
+                &decode(signature),
+            )
+            .ok()?;
+        let (header, claims) = input.split_once('.')?;
+        let header: Value = serde_json::from_slice(&decode(header)).ok()?;
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], key["kid"]);
+        serde_json::from_slice(&decode(claims)).ok()
+    };
+    let v1 = verify(&tokens[0]).unwrap_or_else(|| panic!("V1 does not verify: {}", tokens[0]));
+    let v2 = verify(&tokens[1]).unwrap_or_else(|| panic!("V2 does not verify: {}", tokens[1]));
+    // The signature covers the claims: one changed character and it no longer verifies.
+    let mut forged = tokens[0].clone().into_bytes();
+    let at = forged.iter().position(|b| *b == b'.').unwrap() + 5;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    assert!(verify(&String::from_utf8(forged).unwrap()).is_none());
+
+    let project = api.get("/api/v2/project/gh/acme/app").await;
+    let org = project["organization_id"].as_str().expect("org id");
+    let project_id = project["id"].as_str().expect("project id");
+    for claims in [&v1, &v2] {
+        assert_eq!(claims["iss"], api.base.as_str(), "{claims}");
+        assert_eq!(claims["aud"], org, "{claims}");
+        assert_eq!(
+            claims["oidc.circleci.com/project-id"], project_id,
+            "{claims}"
+        );
+        assert_eq!(
+            claims["oidc.circleci.com/vcs-ref"], "refs/heads/main",
+            "{claims}"
+        );
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            3600
+        );
+    }
+    let sub = v1["sub"].as_str().unwrap();
+    assert!(
+        sub.starts_with(&format!("org/{org}/project/{project_id}/user/")),
+        "{sub}"
+    );
+    let origin = v1["oidc.circleci.com/vcs-origin"].as_str().unwrap();
+    assert_eq!(
+        v2["sub"].as_str().unwrap(),
+        format!("{sub}/vcs-origin/{origin}/vcs-ref/refs/heads/main")
+    );
 }
 
 const SLOW_CONFIG: &str = r#"version: 2.1
