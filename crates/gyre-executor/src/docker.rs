@@ -596,12 +596,15 @@ impl FramePipe {
     }
 
     /// Forwards the helper's frames until it closes the pipe; nothing if it never writes
-    /// within 30 s (it fell back to stdout).
+    /// within 30 s (it fell back to stdout). Once the helper has written, the pipe's name
+    /// is removed, so job processes cannot open it and write into the frame stream.
     async fn pump(self, tx: mpsc::Sender<Result<Frame, Error>>) {
         let FramePipe { dir, receiver } = self;
         let first =
             tokio::time::timeout(std::time::Duration::from_secs(30), receiver.readable()).await;
         if matches!(first, Ok(Ok(()))) {
+            // The helper has it open: nothing else in the container may open it now.
+            let _ = std::fs::remove_file(dir.path().join(FRAMES));
             FramePump::new(tx)
                 .run(receiver, 1 << 20, "frame pipe")
                 .await;

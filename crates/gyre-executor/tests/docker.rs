@@ -711,6 +711,9 @@ async fn steps_run_as_the_configured_user_and_own_the_checkout() {
                 run(
                     "id -u; echo changed >> README.md && tail -n 1 README.md; echo 'export A=1' >> \"$BASH_ENV\"",
                 ),
+                // The helper (as nobody) opened the frame pipe, so its name is gone: no
+                // step can open it and write into the frame stream.
+                run("test -d /.gyre/io && test ! -e /.gyre/io/frames && echo frames-pipe-gone"),
             ],
         ),
         repo.path(),
@@ -724,6 +727,7 @@ async fn steps_run_as_the_configured_user_and_own_the_checkout() {
     let (outcome, sink) = execute(config("user", data.path()), &task).await;
     assert_eq!(outcome.status, TaskStatus::Success, "{}", sink.text());
     assert_eq!(sink.step_text(1), "65534\nchanged\n");
+    assert_eq!(sink.step_text(2), "frames-pipe-gone\n");
     assert_eq!(leftovers("user").await, 0);
 }
 

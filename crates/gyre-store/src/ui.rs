@@ -101,6 +101,39 @@ impl Store {
         Ok(())
     }
 
+    /// Every local user's login and when it was added, by login.
+    pub async fn ui_users(&self) -> Result<Vec<(String, Millis)>, Error> {
+        let rows = sqlx::query("SELECT login, created_at FROM ui_users ORDER BY login")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("ui_users"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    get(r, "ui_users", "login")?,
+                    Millis(get(r, "ui_users", "created_at")?),
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes a local user and ends their web sessions; `false` if there was none.
+    pub async fn delete_ui_user(&self, login: &str) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await.map_err(query("delete_ui_user"))?;
+        let done = sqlx::query("DELETE FROM ui_users WHERE login = $1")
+            .bind(login)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("delete_ui_user"))?;
+        sqlx::query("DELETE FROM ui_sessions WHERE login = $1")
+            .bind(login)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("delete_ui_user"))?;
+        tx.commit().await.map_err(query("delete_ui_user"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// A local user's password hash.
     pub async fn ui_user_password_hash(&self, login: &str) -> Result<Option<String>, Error> {
         let row = sqlx::query("SELECT password_hash FROM ui_users WHERE login = $1")

@@ -47,6 +47,7 @@ both_engines!(
     env_vars,
     ui_sessions_and_log_tails,
     signing_keys,
+    ui_users,
 );
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -1148,5 +1149,49 @@ async fn signing_keys(store: Store) {
             key("b", T0.0, b"\x00sealed-b\xff"),
             key("a", T0.0 + 5, b"sealed-a")
         ]
+    );
+}
+
+async fn ui_users(store: Store) {
+    assert!(store.ui_users().await.unwrap().is_empty());
+    store.set_ui_user("bob", "hash-b", T0).await.unwrap();
+    store
+        .set_ui_user("ada", "hash-a", Millis(T0.0 + 1))
+        .await
+        .unwrap();
+    // A new password keeps the user's age.
+    store
+        .set_ui_user("bob", "hash-b2", Millis(T0.0 + 9))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ui_users().await.unwrap(),
+        [("ada".to_owned(), Millis(T0.0 + 1)), ("bob".to_owned(), T0)]
+    );
+    let session = |login: &str| UiSession {
+        login: login.into(),
+        csrf: "c".into(),
+        expires_at: Millis(T0.0 + 1000),
+    };
+    store
+        .create_ui_session("s-bob", &session("bob"), T0)
+        .await
+        .unwrap();
+    store
+        .create_ui_session("s-ada", &session("ada"), T0)
+        .await
+        .unwrap();
+    // Deleting bob ends bob's sessions, not ada's.
+    assert!(store.delete_ui_user("bob").await.unwrap());
+    assert!(!store.delete_ui_user("bob").await.unwrap());
+    assert_eq!(store.ui_session("s-bob", T0).await.unwrap(), None);
+    assert_eq!(
+        store.ui_session("s-ada", T0).await.unwrap(),
+        Some(session("ada"))
+    );
+    assert_eq!(store.ui_user_password_hash("bob").await.unwrap(), None);
+    assert_eq!(
+        store.ui_users().await.unwrap(),
+        [("ada".to_owned(), Millis(T0.0 + 1))]
     );
 }

@@ -88,6 +88,10 @@ enum AdminCommand {
 enum UserCommand {
     /// Add a local user, or set a new password; the password is the first line of stdin.
     Set { login: String },
+    /// List local users.
+    List,
+    /// Delete a local user (their web sessions end).
+    Delete { login: String },
 }
 
 #[derive(Subcommand)]
@@ -167,10 +171,11 @@ fn main() -> ExitCode {
         Command::Admin(AdminCommand::Nodes { action, remote }) => {
             serve::nodes(remote, action.map(|NodesAction::Drain { id }| id))
         }
-        Command::Admin(AdminCommand::User {
-            action: UserCommand::Set { login },
-            remote,
-        }) => serve::set_user(remote, login),
+        Command::Admin(AdminCommand::User { action, remote }) => match action {
+            UserCommand::Set { login } => serve::set_user(remote, login),
+            UserCommand::List => serve::list_users(remote),
+            UserCommand::Delete { login } => serve::delete_user(remote, login),
+        },
         Command::Admin(AdminCommand::Token { action, remote }) => {
             let action = match action {
                 TokenCommand::Create { login } => serve::TokenAction::Create { login },

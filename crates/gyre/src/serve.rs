@@ -625,6 +625,32 @@ pub fn tokens(remote: Remote, action: TokenAction) -> anyhow::Result<ExitCode> {
 
 /// `gyre admin user set LOGIN`: the password is the first line of stdin (never an
 /// argument, which other users of the machine could read).
+/// `gyre admin user list`.
+pub fn list_users(remote: Remote) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let out = call(&remote, reqwest::Method::GET, "/api/gyre/v1/users", None).await?;
+        println!("{:<26} LOGIN", "CREATED");
+        for u in out["items"].as_array().into_iter().flatten() {
+            println!(
+                "{:<26} {}",
+                u["created_at"].as_str().unwrap_or_default(),
+                u["login"].as_str().unwrap_or_default()
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `gyre admin user delete LOGIN`.
+pub fn delete_user(remote: Remote, login: String) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let path = format!("/api/gyre/v1/users/{login}");
+        call(&remote, reqwest::Method::DELETE, &path, None).await?;
+        println!("user {login} deleted; their web sessions have ended");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub fn set_user(remote: Remote, login: String) -> anyhow::Result<ExitCode> {
     let mut line = String::new();
     std::io::stdin()

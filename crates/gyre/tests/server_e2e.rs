@@ -1835,6 +1835,30 @@ async fn bad_input_gets_json_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("at least 8 characters"), "{err}");
+    let user_cmd = |args: &[&str]| {
+        gyre()
+            .args(["admin", "user"])
+            .args(args)
+            .args(["--server", &api.base, "--token", TOKEN])
+            .output()
+            .expect("gyre admin user")
+    };
+    let out = user_cmd(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && listed.contains(" ada"), "{listed}");
+    assert!(!listed.contains("bob"), "{listed}");
+    let out = user_cmd(&["delete", "ada"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = user_cmd(&["delete", "ada"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("User not found."), "{err}");
+    let users = api.get("/api/gyre/v1/users").await;
+    assert_eq!(users["items"], json!([]), "{users}");
     // A slug sent as one encoded segment routes like the plain one.
     let encoded = api.get("/api/v2/project/gh%2Facme%2Fapp/pipeline").await;
     assert_eq!(
