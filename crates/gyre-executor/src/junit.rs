@@ -151,4 +151,17 @@ mod tests {
         assert_eq!(cases[3].result, TestResult::Skipped);
         assert!(parse_junit("<testsuite><testcase></testsuite>").is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever a job leaves in a results file (mangled XML, binary), parsing ends in
+        /// cases or an error, never a panic.
+        #[test]
+        fn never_panics(
+            text in "(<testsuites?>|<testcase( name=\"[a-z&;<]{0,4}\")?( time=\"[0-9.e-]{0,5}\")?/?>|<failure( message=\"[^\"]{0,5}\")?>|</testcase>|</failure>|<skipped/>|<error>|&[a-z#0-9]{0,5};|[a-z <>/=\"]){0,40}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let _ = parse_junit(&text);
+            let _ = parse_junit(&String::from_utf8_lossy(&bytes));
+        }
+    }
 }

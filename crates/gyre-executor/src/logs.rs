@@ -239,6 +239,34 @@ mod tests {
         assert_eq!(run(&[], &["plain"]), "plain");
     }
 
+    proptest::proptest! {
+        /// However the output is cut into chunks, what comes out is what masking the whole
+        /// output gives, and no secret is left in it. A small alphabet makes secrets
+        /// overlap each other and the text; the text also has the mask's `*`.
+        #[test]
+        fn masking_ignores_chunking_and_never_leaks(
+            secrets in proptest::collection::vec("[ab]{4,7}", 1..4),
+            text in "[ab* \n]{0,80}",
+            cuts in proptest::collection::vec(0usize..80, 0..10),
+        ) {
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let whole = run(&secrets, &[text.as_str()]);
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= text.len()).collect();
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([text.len()]) {
+                chunks.push(&text[from..cut]);
+                from = cut;
+            }
+            let chunked = run(&secrets, &chunks);
+            proptest::prop_assert_eq!(&chunked, &whole);
+            for secret in &secrets {
+                proptest::prop_assert!(!whole.contains(secret), "{secret} in {whole:?}");
+            }
+        }
+    }
+
     #[test]
     fn holds_back_only_possible_prefixes() {
         let mut masker = Masker::new(["secret"]);

@@ -201,6 +201,40 @@ mod tests {
     use super::*;
     use gyre_protocol::helper::header;
 
+    proptest::proptest! {
+        /// Frames decode the same however the transport cuts the bytes, and garbage is an
+        /// error or a wait for more, never a panic.
+        #[test]
+        fn frames_decode_whatever_the_cuts(
+            frames in proptest::collection::vec(
+                (2u8..=4, 0u32..5, proptest::collection::vec(proptest::num::u8::ANY, 0..300)),
+                0..6,
+            ),
+            cuts in proptest::collection::vec(1usize..64, 0..40),
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut bytes = Vec::new();
+            for (kind, id, payload) in &frames {
+                let kind = FrameKind::from_u8(*kind).expect("kind");
+                bytes.extend(header(kind, *id, payload.len()));
+                bytes.extend(payload);
+            }
+            let mut decoder = Decoder::default();
+            let mut out = vec![];
+            let mut rest = bytes.as_slice();
+            for cut in cuts {
+                let (piece, tail) = rest.split_at(cut.min(rest.len()));
+                decoder.push(piece, &mut out).expect("valid frames");
+                rest = tail;
+            }
+            decoder.push(rest, &mut out).expect("valid frames");
+            let got: Vec<(u8, u32, Vec<u8>)> =
+                out.into_iter().map(|f| (f.kind as u8, f.id, f.payload)).collect();
+            proptest::prop_assert_eq!(got, frames);
+            let _ = Decoder::default().push(&garbage, &mut vec![]);
+        }
+    }
+
     #[test]
     fn decodes_split_frames() {
         let mut bytes = header(FrameKind::Stdout, 3, 5).to_vec();
