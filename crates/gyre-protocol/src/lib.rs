@@ -82,6 +82,10 @@ pub struct JobInfo {
     /// Jobs whose workspace layers `attach_workspace` applies: the job's transitive
     /// upstream in the workflow (§4.12). `None` applies every layer of the workspace.
     pub workspace_upstream: Option<Vec<String>>,
+    /// The contexts the workflow gives the job (`context:`), by name; the server adds their
+    /// variables when an agent claims the task.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<String>,
     /// OIDC ID tokens of the job (`CIRCLE_OIDC_TOKEN`, `CIRCLE_OIDC_TOKEN_V2`; masked in
     /// output), minted by the server when an agent claims the task and never stored.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -134,12 +134,25 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
                 }
             };
             spec.environment.extend(secrets);
-            // OIDC tokens go where the project's secrets go (§12: not to forks' builds
-            // unless the project passes secrets to them).
+            // Contexts and OIDC tokens go where the project's secrets go (§12: not to
+            // forks' builds unless the project passes secrets to them).
             let gets_secrets = !fork_pr
                 || project.settings["forks_receive_secret_env_vars"].as_bool() == Some(true);
+            let mut context_ids = Vec::new();
             if gets_secrets {
-                match crate::oidc::mint(&app, &spec.job).await {
+                match crate::contexts::for_job(&app, &project, &spec.job.contexts).await {
+                    Ok((vars, ids)) => {
+                        spec.environment.extend(vars);
+                        context_ids = ids;
+                    }
+                    Err(err) => {
+                        fail_unstarted(&app, agent.id, task.key, &err.message).await?;
+                        continue;
+                    }
+                }
+            }
+            if gets_secrets {
+                match crate::oidc::mint(&app, &spec.job, &context_ids).await {
                     Ok((v1, v2)) => {
                         spec.job.oidc_token = Some(v1);
                         spec.job.oidc_token_v2 = Some(v2);

@@ -666,7 +666,7 @@ async fn job_details(
         .spec
         .clone()
         .and_then(|s| serde_json::from_value(s).ok());
-    let (etype, class, parallelism) = match &template {
+    let (etype, class, parallelism, contexts) = match &template {
         Some(JobTemplate::Build {
             executor_type,
             resource_class,
@@ -676,9 +676,11 @@ async fn job_details(
             executor_type.clone(),
             resource_class.clone(),
             node0.node.total,
+            node0.job.contexts.clone(),
         ),
-        _ => ("docker".into(), "medium".into(), 1),
+        _ => ("docker".into(), "medium".into(), 1, Vec::new()),
     };
+    let contexts: Vec<Value> = contexts.iter().map(|c| json!({"name": c})).collect();
     // The latest attempt of each node.
     let mut runs: Vec<Value> = Vec::new();
     for n in 0..parallelism {
@@ -726,7 +728,7 @@ async fn job_details(
         "pipeline": {"id": ids::pipeline(w.pipeline)},
         "duration": duration,
         "messages": messages,
-        "contexts": [],
+        "contexts": contexts,
         "organization": {"name": org},
     })))
 }

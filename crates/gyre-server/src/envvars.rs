@@ -73,7 +73,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn secrets(app: &App) -> ApiResult<&gyre_secrets::Secrets> {
+pub(crate) fn secrets(app: &App) -> ApiResult<&gyre_secrets::Secrets> {
     app.config.secrets.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -10,6 +10,7 @@ const WORKFLOW: u32 = 2;
 const JOB: u32 = 3;
 const PROJECT: u32 = 4;
 const USER: u32 = 5;
+const CONTEXT: u32 = 6;
 
 fn encode(kind: u32, mid: u64, id: u64) -> String {
     format!("{kind:08x}-{mid:04x}-4000-8000-{id:012x}")
@@ -64,6 +65,14 @@ pub fn user(id: u64) -> String {
     encode(USER, 0, id)
 }
 
+pub fn context(id: u64) -> String {
+    encode(CONTEXT, 0, id)
+}
+
+pub fn parse_context(s: &str) -> Option<u64> {
+    decode(s, CONTEXT).map(|(_, id)| id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +82,8 @@ mod tests {
         #[test]
         fn ids_round_trip(w in 0u64..(1 << 48), j in 0u64..0x10000) {
             prop_assert_eq!(parse_pipeline(&pipeline(PipelineId(w))), Some(PipelineId(w)));
+            prop_assert_eq!(parse_context(&context(w)), Some(w));
+            prop_assert_eq!(parse_context(&pipeline(PipelineId(w))), None);
             prop_assert_eq!(parse_workflow(&workflow(WorkflowId(w))), Some(WorkflowId(w)));
             prop_assert_eq!(parse_job(&job(WorkflowId(w), JobId(j))), Some((WorkflowId(w), JobId(j))));
             // Kinds do not mix.

@@ -295,11 +295,19 @@ async fn create_workflow(
         templates.push(match (&job.kind, &job.body) {
             (InstanceKind::Build, body) => {
                 let key = body.as_deref().unwrap_or(&job.name);
+                let contexts = plan
+                    .workflows
+                    .iter()
+                    .find(|w| w.name == name)
+                    .and_then(|w| w.jobs.iter().find(|i| i.name == job.name))
+                    .map(|i| i.contexts.clone())
+                    .unwrap_or_default();
                 Some(template(
                     plan,
                     key,
                     &job.name,
                     &upstream(&state, &job.name),
+                    contexts,
                     ctx,
                 ))
             }
@@ -359,6 +367,7 @@ fn template(
     body: &str,
     name: &str,
     upstream: &[String],
+    contexts: Vec<String>,
     ctx: &JobContext<'_>,
 ) -> JobTemplate {
     let Some(job) = plan.jobs.get(body) else {
@@ -391,6 +400,7 @@ fn template(
         pull_requests: ctx.req.pull_requests.clone(),
         fork_pull_request: ctx.req.fork_pull_request.clone(),
         workspace_upstream: Some(upstream.to_vec()),
+        contexts,
         ..JobInfo::default()
     };
     let total = job.parallelism.max(1);

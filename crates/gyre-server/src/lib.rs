@@ -14,6 +14,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod auth;
+pub mod contexts;
 pub mod envvars;
 pub mod error;
 pub mod git;
@@ -147,6 +148,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(api::routes())
         .merge(envvars::routes())
         .merge(oidc::routes())
+        .merge(contexts::routes())
         .merge(tokens::routes())
         .merge(hooks::routes())
         .merge(logs::routes())

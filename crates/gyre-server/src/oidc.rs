@@ -184,8 +184,14 @@ pub fn issuer(app: &App) -> String {
 }
 
 /// The claims of a job's two tokens (V1, V2), as CircleCI's (spec §12): `sub` names the
-/// organization, project and user, V2 adds where the code came from.
-pub fn job_claims(issuer: &str, job: &JobInfo, now_secs: u64) -> (Value, Value) {
+/// organization, project and user, V2 adds where the code came from. `context_ids`: the
+/// API ids of the contexts the job got.
+pub fn job_claims(
+    issuer: &str,
+    job: &JobInfo,
+    context_ids: &[String],
+    now_secs: u64,
+) -> (Value, Value) {
     let user = if job.username.is_empty() {
         "unknown"
     } else {
@@ -209,7 +215,7 @@ pub fn job_claims(issuer: &str, job: &JobInfo, now_secs: u64) -> (Value, Value) 
             "oidc.circleci.com/pipeline-id": job.pipeline_id,
             "oidc.circleci.com/workflow-id": job.workflow_id,
             "oidc.circleci.com/job-id": job.workflow_job_id,
-            "oidc.circleci.com/context-ids": [],
+            "oidc.circleci.com/context-ids": context_ids,
             "oidc.circleci.com/vcs-origin": origin,
             "oidc.circleci.com/vcs-ref": vcs_ref,
             "oidc.circleci.com/ssh-rerun": false,
@@ -256,10 +262,14 @@ pub async fn signer(app: &App) -> Result<&Signer, OidcError> {
 }
 
 /// Mints the job's tokens (V1, V2).
-pub async fn mint(app: &App, job: &JobInfo) -> Result<(String, String), OidcError> {
+pub async fn mint(
+    app: &App,
+    job: &JobInfo,
+    context_ids: &[String],
+) -> Result<(String, String), OidcError> {
     let signer = signer(app).await?;
     let now = Millis::now().0.max(0) as u64 / 1000;
-    let (v1, v2) = job_claims(&issuer(app), job, now);
+    let (v1, v2) = job_claims(&issuer(app), job, context_ids, now);
     Ok((signer.sign(&v1)?, signer.sign(&v2)?))
 }
 

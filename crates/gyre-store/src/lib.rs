@@ -33,6 +33,7 @@
 //! ```
 
 mod agents;
+mod contexts;
 mod error;
 mod keys;
 mod logs;
@@ -44,6 +45,7 @@ mod server;
 mod ui;
 
 pub use agents::{Agent, AgentStatus};
+pub use contexts::{ContextRow, ContextVarRow};
 pub use error::Error;
 pub use keys::SigningKeyRow;
 pub use logs::{LogChunk, Stream};
@@ -77,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "signing_keys",
         include_str!("../migrations/0005_signing_keys.sql"),
+    ),
+    (
+        6,
+        "contexts",
+        include_str!("../migrations/0006_contexts.sql"),
     ),
 ];
 

@@ -48,6 +48,7 @@ both_engines!(
     ui_sessions_and_log_tails,
     signing_keys,
     ui_users,
+    contexts,
 );
 
 const T0: Millis = Millis(1_700_000_000_000);
@@ -1194,4 +1195,97 @@ async fn ui_users(store: Store) {
         store.ui_users().await.unwrap(),
         [("ada".to_owned(), Millis(T0.0 + 1))]
     );
+}
+
+async fn contexts(store: Store) {
+    assert!(store.contexts("gh/acme").await.unwrap().is_empty());
+    let global = store
+        .create_context("gh/acme", "org-global", T0)
+        .await
+        .unwrap()
+        .expect("created");
+    let deploy = store
+        .create_context("gh/acme", "deploy", T0)
+        .await
+        .unwrap()
+        .expect("created");
+    // Names are unique per owner, not across owners.
+    assert_eq!(
+        store.create_context("gh/acme", "deploy", T0).await.unwrap(),
+        None
+    );
+    let other = store
+        .create_context("gh/other", "deploy", T0)
+        .await
+        .unwrap()
+        .expect("created");
+    assert_ne!(other.id, deploy.id);
+    let names: Vec<String> = store
+        .contexts("gh/acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["deploy", "org-global"]);
+    assert_eq!(
+        store.context(global.id).await.unwrap(),
+        Some(global.clone())
+    );
+    assert_eq!(store.context(999).await.unwrap(), None);
+
+    assert!(
+        store
+            .set_context_env_var(global.id, "B", b"sealed-b", T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_context_env_var(global.id, "A", b"\x00a", T0)
+            .await
+            .unwrap()
+    );
+    // Replaced: new value and updated_at, same created_at.
+    let later = Millis(T0.0 + 7);
+    assert!(
+        store
+            .set_context_env_var(global.id, "B", b"b2", later)
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_context_env_var(999, "A", b"x", T0).await.unwrap());
+    let vars = store.context_env_vars(global.id).await.unwrap();
+    let seen: Vec<(&str, &[u8], i64, i64)> = vars
+        .iter()
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.sealed.as_slice(),
+                v.created_at.0,
+                v.updated_at.0,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("A", &b"\x00a"[..], T0.0, T0.0),
+            ("B", &b"b2"[..], T0.0, later.0)
+        ]
+    );
+    assert!(store.delete_context_env_var(global.id, "A").await.unwrap());
+    assert!(!store.delete_context_env_var(global.id, "A").await.unwrap());
+    // Deleting a context takes its variables with it.
+    assert!(store.delete_context(global.id).await.unwrap());
+    assert!(!store.delete_context(global.id).await.unwrap());
+    assert_eq!(store.context(global.id).await.unwrap(), None);
+    assert!(store.context_env_vars(global.id).await.unwrap().is_empty());
+    // A new context never reuses an id.
+    let again = store
+        .create_context("gh/acme", "org-global", T0)
+        .await
+        .unwrap()
+        .expect("created");
+    assert!(again.id > other.id);
 }

@@ -1007,6 +1007,199 @@ async fn sqlite_jobs_get_oidc_tokens_the_server_signs() {
     );
 }
 
+const CONTEXT_CONFIG: &str = r#"version: 2.1
+jobs:
+  uses:
+    docker: [{image: gyre-test/busybox:latest}]
+    steps:
+      - run:
+          name: show
+          # Values are masked whole; their pieces show which value each variable has.
+          command: |
+            echo "masked=[$REGION]"
+            echo "region=$(echo "$REGION" | cut -c1-2) token=$(echo "$DEPLOY_TOKEN" | cut -c1-6) from=$(echo "$FROM_PROJECT" | cut -c6-9)"
+workflows:
+  main:
+    jobs:
+      - uses: {context: [org-global, deploy]}
+      - uses: {name: missing, context: nowhere}
+"#;
+
+/// Contexts through API v2 (CircleCI's codes and messages), given to the jobs that name
+/// them (masked, above project variables, a later context winning a name); a job naming
+/// a context the organization does not have fails saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_contexts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("repo");
+    fixture_repo_with(&repo, CONTEXT_CONFIG);
+    let (_up, api, log) = start_up(tmp.path(), &[]).await;
+    let logs = [log];
+    api.add_project(&repo).await;
+    let openapi = api.get("/api/v2/openapi.json").await;
+    assert!(openapi["paths"].get("/context").is_some(), "{openapi}");
+    let put = |path: String, body: Value| {
+        let api = &api;
+        async move {
+            let r = api
+                .http
+                .put(format!("{}{path}", api.base))
+                .header("Circle-Token", TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let delete = |path: String| {
+        let api = &api;
+        async move {
+            let r = api
+                .http
+                .delete(format!("{}{path}", api.base))
+                .header("Circle-Token", TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let mut ids = Vec::new();
+    for (name, slug) in [("org-global", "gh/acme"), ("deploy", "github/acme")] {
+        let (status, body) = api
+            .post(
+                "/api/v2/context",
+                json!({"name": name, "owner": {"slug": slug, "type": "organization"}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["name"], name);
+        ids.push(body["id"].as_str().expect("id").to_string());
+    }
+    let (status, body) = api
+        .post(
+            "/api/v2/context",
+            json!({"name": "deploy", "owner": {"slug": "gh/acme"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v2/context",
+            json!({"name": "x", "owner": {"id": "some-uuid"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("owner"),
+        "{body}"
+    );
+    let list = api.get("/api/v2/context?owner-slug=gh/acme").await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["deploy", "org-global"], "{list}");
+    let (global, deploy) = (&ids[0], &ids[1]);
+    for (context, name, value) in [
+        (global, "REGION", "eu-west-1"),
+        (global, "DEPLOY_TOKEN", "global-token-value"),
+        (deploy, "DEPLOY_TOKEN", "deploy-token-value"),
+        (global, "FROM_PROJECT", "from-context"),
+    ] {
+        let (status, body) = put(
+            format!("/api/v2/context/{context}/environment-variable/{name}"),
+            json!({"value": value}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (&body["variable"], &body["context_id"]),
+            (&json!(name), &json!(context))
+        );
+    }
+    let vars = api
+        .get(&format!("/api/v2/context/{global}/environment-variable"))
+        .await;
+    assert_eq!(vars["items"].as_array().map(Vec::len), Some(3), "{vars}");
+    assert!(!vars.to_string().contains("global-token-value"), "{vars}");
+    let (status, body) = put(
+        format!("/api/v2/context/{global}/environment-variable/1BAD"),
+        json!({"value": "x"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = api
+        .post(
+            "/api/v2/project/gh/acme/app/envvar",
+            json!({"name": "FROM_PROJECT", "value": "from-project"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    let wf = api.trigger(json!({})).await;
+    api.wait_job(&wf, "uses", "success", &logs).await;
+    api.wait_job(&wf, "missing", "failed", &logs).await;
+    let out = api
+        .step_output(api.job_number(&wf, "uses").await, "show")
+        .await;
+    assert_eq!(
+        out.trim_end(),
+        "masked=[****]\nregion=eu token=deploy from=cont",
+        "masked; a context's value, the later context's token, the context over the project"
+    );
+    let out = api
+        .step_output(
+            api.job_number(&wf, "missing").await,
+            "Preparing environment variables",
+        )
+        .await;
+    assert!(
+        out.contains("the job uses context nowhere, which gh/acme does not have"),
+        "{out}"
+    );
+    let job = api
+        .get(&format!(
+            "/api/v2/project/gh/acme/app/job/{}",
+            api.job_number(&wf, "uses").await
+        ))
+        .await;
+    assert_eq!(
+        job["contexts"],
+        json!([{"name": "org-global"}, {"name": "deploy"}]),
+        "{job}"
+    );
+
+    let (status, body) = delete(format!(
+        "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
+    ))
+    .await;
+    assert_eq!(
+        (status, &body["message"]),
+        (200, &json!("Environment variable deleted."))
+    );
+    let (status, _) = delete(format!(
+        "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
+    ))
+    .await;
+    assert_eq!(status, 404);
+    let (status, body) = delete(format!("/api/v2/context/{deploy}")).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (200, &json!("Context deleted."))
+    );
+    let (status, body) = delete(format!("/api/v2/context/{deploy}")).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (404, &json!("Context not found."))
+    );
+}
+
 const SLOW_CONFIG: &str = r#"version: 2.1
 jobs:
   slow:
