@@ -142,14 +142,27 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// A request with the admin token; the status and the JSON answer (null if none).
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self
             .http
-            .post(format!("{}{path}", self.base))
-            .header("Circle-Token", TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
+            .request(method, format!("{}{path}", self.base))
+            .header("Circle-Token", TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send().await.expect("the request is sent");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -673,17 +686,10 @@ async fn sqlite_pull_requests() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = api.post(envvar, json!({"name": "X"})).await;
     assert_eq!(status, 400, "{body}");
-    let delete = |name: &str| {
-        api.http
-            .delete(format!("{}{envvar}/{name}", api.base))
-            .header("Circle-Token", TOKEN)
-            .send()
-    };
-    let r = delete("SHORT").await.unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let r = delete("SHORT").await.unwrap();
-    assert_eq!(r.status().as_u16(), 404);
-    let body: Value = r.json().await.unwrap();
+    let (status, _) = api.delete(&format!("{envvar}/SHORT")).await;
+    assert_eq!(status, 200);
+    let (status, body) = api.delete(&format!("{envvar}/SHORT")).await;
+    assert_eq!(status, 404);
     assert_eq!(body["message"], "Environment variable not found.");
     assert_eq!(
         api.get(envvar).await["items"].as_array().map(Vec::len),
@@ -1038,35 +1044,6 @@ async fn sqlite_contexts() {
     api.add_project(&repo).await;
     let openapi = api.get("/api/v2/openapi.json").await;
     assert!(openapi["paths"].get("/context").is_some(), "{openapi}");
-    let put = |path: String, body: Value| {
-        let api = &api;
-        async move {
-            let r = api
-                .http
-                .put(format!("{}{path}", api.base))
-                .header("Circle-Token", TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
-    let delete = |path: String| {
-        let api = &api;
-        async move {
-            let r = api
-                .http
-                .delete(format!("{}{path}", api.base))
-                .header("Circle-Token", TOKEN)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
     let mut ids = Vec::new();
     for (name, slug) in [("org-global", "gh/acme"), ("deploy", "github/acme")] {
         let (status, body) = api
@@ -1112,11 +1089,12 @@ async fn sqlite_contexts() {
         (deploy, "DEPLOY_TOKEN", "deploy-token-value"),
         (global, "FROM_PROJECT", "from-context"),
     ] {
-        let (status, body) = put(
-            format!("/api/v2/context/{context}/environment-variable/{name}"),
-            json!({"value": value}),
-        )
-        .await;
+        let (status, body) = api
+            .put(
+                &format!("/api/v2/context/{context}/environment-variable/{name}"),
+                json!({"value": value}),
+            )
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             (&body["variable"], &body["context_id"]),
@@ -1128,11 +1106,12 @@ async fn sqlite_contexts() {
         .await;
     assert_eq!(vars["items"].as_array().map(Vec::len), Some(3), "{vars}");
     assert!(!vars.to_string().contains("global-token-value"), "{vars}");
-    let (status, body) = put(
-        format!("/api/v2/context/{global}/environment-variable/1BAD"),
-        json!({"value": "x"}),
-    )
-    .await;
+    let (status, body) = api
+        .put(
+            &format!("/api/v2/context/{global}/environment-variable/1BAD"),
+            json!({"value": "x"}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = api
         .post(
@@ -1175,25 +1154,27 @@ async fn sqlite_contexts() {
         "{job}"
     );
 
-    let (status, body) = delete(format!(
-        "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
-    ))
-    .await;
+    let (status, body) = api
+        .delete(&format!(
+            "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
+        ))
+        .await;
     assert_eq!(
         (status, &body["message"]),
         (200, &json!("Environment variable deleted."))
     );
-    let (status, _) = delete(format!(
-        "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
-    ))
-    .await;
+    let (status, _) = api
+        .delete(&format!(
+            "/api/v2/context/{deploy}/environment-variable/DEPLOY_TOKEN"
+        ))
+        .await;
     assert_eq!(status, 404);
-    let (status, body) = delete(format!("/api/v2/context/{deploy}")).await;
+    let (status, body) = api.delete(&format!("/api/v2/context/{deploy}")).await;
     assert_eq!(
         (status, &body["message"]),
         (200, &json!("Context deleted."))
     );
-    let (status, body) = delete(format!("/api/v2/context/{deploy}")).await;
+    let (status, body) = api.delete(&format!("/api/v2/context/{deploy}")).await;
     assert_eq!(
         (status, &body["message"]),
         (404, &json!("Context not found."))
