@@ -56,7 +56,7 @@ async fn openapi() -> Json<Value> {
 }
 
 /// `gh/acme` from `gh/acme`, `github/acme` or `bitbucket/acme` (`bb/acme`).
-fn owner_slug(slug: &str) -> ApiResult<String> {
+pub fn owner_slug(slug: &str) -> ApiResult<String> {
     let (vcs, org) = slug
         .split_once('/')
         .filter(|(v, o)| !v.is_empty() && !o.is_empty() && !o.contains('/'))
@@ -164,24 +164,39 @@ async fn create(
         }
         (None, None) => return Err(ApiError::bad_request("the owner needs a slug")),
     };
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    // CircleCI answers 200 here (its own client expects it).
+    Ok(Json(context_json(
+        &create_for(&app, &owner, &req.name).await?,
+    )))
+}
+
+/// Creates a context for `owner` (a normalized slug); 400 for a bad name, 409 if taken.
+pub async fn create_for(app: &App, owner: &str, name: &str) -> ApiResult<ContextRow> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
-            "a context name has 1 to 200 characters",
+            "a context name has 1 to 200 characters, none of them control characters",
         ));
     }
-    match app
-        .store
-        .create_context(&owner, name, Millis::now())
+    app.store
+        .create_context(owner, name, Millis::now())
         .await?
-    {
-        // CircleCI answers 200 here (its own client expects it).
-        Some(context) => Ok(Json(context_json(&context))),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("A context named {name} already exists for {owner}."),
-        )),
-    }
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("A context named {name} already exists for {owner}."),
+            )
+        })
+}
+
+/// The context `name` of `owner`; 404 if there is none.
+pub async fn by_name(app: &App, owner: &str, name: &str) -> ApiResult<ContextRow> {
+    app.store
+        .contexts(owner)
+        .await?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Context not found."))
 }
 
 async fn show(
@@ -252,22 +267,33 @@ async fn set_var(
 ) -> ApiResult<Json<Value>> {
     caller(&app, &headers, uri.query()).await?;
     let context = context_of(&app, &id).await?;
-    check_name(&name).map_err(ApiError::bad_request)?;
     let req: NewValue = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("expected {{\"value\": ...}}: {e}")))?;
-    if req.value.len() > MAX_VALUE {
+    let (created, updated) = set_var_of(&app, &context, &name, &req.value).await?;
+    Ok(Json(var_json(&context, &name, created, updated)))
+}
+
+/// Adds or replaces a context's variable, sealed; its (created, updated) times.
+pub async fn set_var_of(
+    app: &App,
+    context: &ContextRow,
+    name: &str,
+    value: &str,
+) -> ApiResult<(Millis, Millis)> {
+    check_name(name).map_err(ApiError::bad_request)?;
+    if value.len() > MAX_VALUE {
         return Err(ApiError::bad_request(format!(
             "the value of {name} is longer than {MAX_VALUE} bytes"
         )));
     }
-    let sealed = secrets(&app)?
-        .seal_for(&bound_to(context.id, &name), req.value.as_bytes())
+    let sealed = secrets(app)?
+        .seal_for(&bound_to(context.id, name), value.as_bytes())
         .await
         .map_err(|e| ApiError::internal("sealing a context variable", e))?;
     let now = Millis::now();
     if !app
         .store
-        .set_context_env_var(context.id, &name, &sealed, now)
+        .set_context_env_var(context.id, name, &sealed, now)
         .await?
     {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "Context not found."));
@@ -279,7 +305,7 @@ async fn set_var(
         .into_iter()
         .find(|v| v.name == name)
         .map_or(now, |v| v.created_at);
-    Ok(Json(var_json(&context, &name, created, now)))
+    Ok((created, now))
 }
 
 async fn remove_var(

@@ -418,7 +418,12 @@ fn external_urls(text: &str, own: &str) -> Vec<String> {
 
 /// What a browser does not show: redirects to sign-in, refused forms, escaping, URLs.
 async fn plain_http_checks(g: &Gyre) -> String {
-    for path in ["/", "/project/gh/acme/app", "/project/gh/acme/app/settings"] {
+    for path in [
+        "/",
+        "/project/gh/acme/app",
+        "/project/gh/acme/app/settings",
+        "/organization/gh/acme/contexts",
+    ] {
         let r = g
             .http
             .get(format!("{}{path}", g.base))
@@ -450,6 +455,26 @@ async fn plain_http_checks(g: &Gyre) -> String {
     assert_eq!(r.status(), 403);
     let list = g.api_get("/api/v2/project/gh/acme/app/pipeline").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
+    let r = post_form(
+        g,
+        "/organization/gh/acme/contexts",
+        Some(&cookie),
+        &[("name", "forged"), ("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let contexts = g.api_get("/api/v2/context?owner-slug=gh/acme").await;
+    assert_eq!(contexts["items"], json!([]), "{contexts}");
+    // A context named with HTML is listed as text.
+    g.api_post(
+        "/api/v2/context",
+        json!({"name": XSS_BRANCH, "owner": {"slug": "gh/acme"}}),
+    )
+    .await;
+    let (status, html) = page(g, &cookie, "/organization/gh/acme/contexts").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("&lt;script&gt;x&lt;/script&gt;"), "{html}");
+    assert!(!html.contains(XSS_BRANCH), "{html}");
 
     // A branch and a commit subject made of HTML are shown as text.
     g.api_post(
@@ -839,6 +864,71 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
     })
     .await;
 
+    // Contexts of the organization, reached from the project's settings: create one, add
+    // a variable (never shown again), delete the variable, then the context.
+    click(c, "#org-contexts").await;
+    until("the contexts page", 10, || async {
+        text_of(c, "h1")
+            .await
+            .filter(|t| t == "Contexts of gh/acme")
+    })
+    .await;
+    c.find(Locator::Css("#context-name"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("org global")
+        .await
+        .map_err(|e| e.to_string())?;
+    click(c, "form[action$='/contexts'] button").await;
+    until("the context page", 10, || async {
+        text_of(c, "h1").await.filter(|t| t == "Context org global")
+    })
+    .await;
+    c.find(Locator::Css("#env-name"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("SHARED_TOKEN")
+        .await
+        .map_err(|e| e.to_string())?;
+    c.find(Locator::Css("#env-value"))
+        .await
+        .map_err(|e| e.to_string())?
+        .send_keys("context-secret-value-5555")
+        .await
+        .map_err(|e| e.to_string())?;
+    click(c, "form[action$='/envvars'] button").await;
+    until("the context variable", 10, || {
+        text_of(c, "tr[data-envvar='SHARED_TOKEN'] td:nth-child(1)")
+    })
+    .await;
+    let source = c.source().await.map_err(|e| e.to_string())?;
+    assert!(
+        !source.contains("context-secret-value") && !source.contains("5555"),
+        "a context value is shown"
+    );
+    screenshot(c, "context").await;
+    click(c, "tr[data-envvar='SHARED_TOKEN'] button").await;
+    until("the context variable deleted", 10, || async {
+        let gone = c
+            .find(Locator::Css("tr[data-envvar='SHARED_TOKEN']"))
+            .await
+            .is_err();
+        gone.then_some(())
+    })
+    .await;
+    click(c, "#delete-context").await;
+    until("the context deleted", 10, || async {
+        let listed = text_of(c, "h1")
+            .await
+            .filter(|t| t == "Contexts of gh/acme");
+        let gone = c
+            .find(Locator::Css("tr[data-context='org global']"))
+            .await
+            .is_err();
+        listed.filter(|_| gone)
+    })
+    .await;
+
     // Phone width: the project page fits.
     c.set_window_size(390, 844)
         .await
@@ -857,10 +947,15 @@ async fn browse(g: &Gyre, c: &Client, cookie: &str) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
 
-    let mut pages: Vec<String> = ["/", "/project/gh/acme/app", "/project/gh/acme/app/settings"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut pages: Vec<String> = [
+        "/",
+        "/project/gh/acme/app",
+        "/project/gh/acme/app/settings",
+        "/organization/gh/acme/contexts",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     pages.push(format!("/project/gh/acme/app/pipelines/{number}"));
     pages.push(build_href.clone());
     pages.push(format!("{build_href}?tab=tests"));

@@ -9,6 +9,7 @@
 //! | `…/pipelines/{number}` | workflow graphs, approve / cancel / rerun, config errors |
 //! | `…/jobs/{number}` | steps and log tail (live), parallel tabs, tests, artifacts |
 //! | `…/settings` | environment variables (masked), webhook, default branch |
+//! | `/organization/{vcs}/{org}/contexts[/{name}]` | contexts and their variables (names only) |
 //!
 //! Live updates: an element with `data-live` is refreshed by polling its page with
 //! `X-Gyre-Fragment: live` (the server answers that part alone); a running job's log
@@ -60,6 +61,26 @@ pub fn routes() -> Router<Arc<App>> {
             get(pages::pipeline),
         )
         .route(&format!("{project}/jobs/{{number}}"), get(pages::job))
+        .route(
+            "/organization/{vcs}/{org}/contexts",
+            get(pages::org_contexts).post(pages::create_context),
+        )
+        .route(
+            "/organization/{vcs}/{org}/contexts/{name}",
+            get(pages::context_page),
+        )
+        .route(
+            "/organization/{vcs}/{org}/contexts/{name}/delete",
+            post(pages::delete_context),
+        )
+        .route(
+            "/organization/{vcs}/{org}/contexts/{name}/envvars",
+            post(pages::set_context_var),
+        )
+        .route(
+            "/organization/{vcs}/{org}/contexts/{name}/envvars/delete",
+            post(pages::delete_context_var),
+        )
         .route("/ui/workflow/{id}/approve/{job}", post(pages::approve))
         .route("/ui/workflow/{id}/cancel", post(pages::cancel))
         .route("/ui/workflow/{id}/rerun", post(pages::rerun))

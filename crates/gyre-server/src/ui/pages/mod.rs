@@ -1,10 +1,14 @@
 //! The pages and form actions of the web UI (see the table in the module above): the
 //! dashboard and project pages here, the rest in one module per page.
 
+mod contexts;
 mod job;
 mod pipeline;
 mod settings;
 
+pub use contexts::{
+    context_page, create_context, delete_context, delete_context_var, org_contexts, set_context_var,
+};
 pub use job::{artifact, earlier_log, job, live_log, raw_log};
 pub use pipeline::{approve, cancel, pipeline, rerun};
 pub use settings::{add_envvar, delete_envvar, save_settings, settings};

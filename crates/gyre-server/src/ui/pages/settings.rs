@@ -28,7 +28,9 @@ pub async fn settings(
     };
     let body = format!(
         "<h1>Settings of {slug}</h1>\
-         <section><h2>Environment variables</h2>{envvars}</section>\
+         <section><h2>Environment variables</h2>{envvars}\
+         <p>Variables shared by the organization's projects: <a id=\"org-contexts\" \
+         href=\"/organization/{org}/contexts\">contexts of {org}</a>.</p></section>\
          <section><h2>Webhook</h2><dl>\
          <dt>GitHub webhook URL</dt><dd><code id=\"webhook-url\">{public}/hooks/github</code></dd>\
          <dt>Generic push hook URL</dt><dd><code>{public}/hooks/push/{slug}</code></dd>\
@@ -39,6 +41,7 @@ pub async fn settings(
          <input id=\"default-branch\" name=\"default_branch\" value=\"{branch}\" required>\
          <button type=\"submit\">Save</button></form></section>",
         slug = esc(&project.slug),
+        org = esc(&crate::contexts::owner_of(&project)),
         envvars = envvar_section(&app, &project, &session).await?,
         public = esc(&app.config.public_url),
         url = esc(&url),
