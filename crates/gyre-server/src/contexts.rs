@@ -73,14 +73,16 @@ pub fn owner_slug(slug: &str) -> ApiResult<String> {
     Ok(format!("{vcs}/{org}"))
 }
 
-/// The organization of a project: the first two parts of its slug.
+/// The organization of a project: the first two parts of its slug, normalized as owner
+/// slugs are (`github/acme/app` belongs to `gh/acme`).
 pub fn owner_of(project: &Project) -> String {
-    project
+    let org = project
         .slug
         .splitn(3, '/')
         .take(2)
         .collect::<Vec<_>>()
-        .join("/")
+        .join("/");
+    owner_slug(&org).unwrap_or(org)
 }
 
 fn context_json(c: &ContextRow) -> Value {
@@ -373,4 +375,30 @@ pub async fn for_job(
         }
     }
     Ok((vars, context_ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_are_normalized() {
+        assert_eq!(owner_slug("github/acme").unwrap(), "gh/acme");
+        assert_eq!(owner_slug("bitbucket/acme").unwrap(), "bb/acme");
+        assert_eq!(owner_slug("gh/acme").unwrap(), "gh/acme");
+        for bad in ["acme", "gh/", "/acme", "gh/acme/app"] {
+            assert!(owner_slug(bad).is_err(), "{bad}");
+        }
+        let project = |slug: &str| Project {
+            id: gyre_store::ProjectId(1),
+            slug: slug.to_owned(),
+            repo_url: String::new(),
+            default_branch: "main".to_owned(),
+            webhook_secret: None,
+            settings: Value::Null,
+            created_at: Millis(0),
+        };
+        assert_eq!(owner_of(&project("github/acme/app")), "gh/acme");
+        assert_eq!(owner_of(&project("gh/acme/app")), "gh/acme");
+    }
 }
