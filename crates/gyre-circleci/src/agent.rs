@@ -115,8 +115,20 @@ pub fn main(frames: Option<&str>) -> i32 {
         for pgid in groups.iter() {
             kill_group(*pgid);
         }
+        // A SIGKILL takes effect when its process next runs: wait (2 s at most) until the
+        // groups are empty, so the steps are gone by the time the executor sees us exit.
+        let until = Instant::now() + Duration::from_secs(2);
+        while groups.iter().any(|pgid| group_alive(*pgid)) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     0
+}
+
+/// Whether any process is left in the group `pgid` (a zombie not yet reaped counts).
+fn group_alive(pgid: i32) -> bool {
+    rustix::process::Pid::from_raw(pgid)
+        .is_some_and(|pid| rustix::process::test_kill_process_group(pid).is_ok())
 }
 
 fn hello() -> Hello {
@@ -310,15 +322,14 @@ fn pump(
     let mut frames = Vec::new();
     let mut last_output = Instant::now();
     let mut timed_out = false;
-    let mut ended: Option<std::io::Result<ExitStatus>> = None;
-    // Once the child has exited, a grandchild still holding the pipes must not hold the
-    // step: output is read only briefly after.
-    let mut grace_until = None;
+    // How the child ended, and until when its pipes are still read: a grandchild still
+    // holding them must not hold the step, so output is read only briefly after.
+    let mut ended: Option<(std::io::Result<ExitStatus>, Instant)> = None;
     loop {
         let now = Instant::now();
-        let wait = match grace_until {
-            Some(until) if now >= until || pipes.is_empty() => break,
-            Some(until) => until - now,
+        let wait = match &ended {
+            Some((_, until)) if now >= *until || pipes.is_empty() => break,
+            Some((_, until)) => *until - now,
             None if timed_out => Duration::from_secs(1),
             None => {
                 let deadline = last_output + timeout;
@@ -359,23 +370,18 @@ fn pump(
         let exit_ready = pidfd.is_none() || ready.get(pipes.len()).copied().unwrap_or(false);
         drop(fds);
         let mut got = 0;
-        let mut eof = vec![];
-        for (idx, pipe) in pipes.iter_mut().enumerate() {
-            if !ready[idx] {
-                continue;
+        let mut ready_pipes = ready.iter();
+        pipes.retain_mut(|pipe| {
+            if ready_pipes.next() != Some(&true) {
+                return true;
             }
-            let (len, ended_here) = read_round(&mut pipe.file, &mut buf);
+            let (len, eof) = read_round(&mut pipe.file, &mut buf);
             if len > 0 {
                 out.frames(&mut frames, pipe.kind, id, &buf[..len]);
                 got += len;
             }
-            if ended_here {
-                eof.push(idx);
-            }
-        }
-        for idx in eof.into_iter().rev() {
-            pipes.remove(idx);
-        }
+            !eof
+        });
         if got > 0 {
             last_output = Instant::now();
         }
@@ -387,14 +393,10 @@ fn pump(
         if ended.is_none() && exit_ready {
             match child.try_wait() {
                 Ok(Some(status)) => {
-                    ended = Some(Ok(status));
-                    grace_until = Some(Instant::now() + Duration::from_millis(200));
+                    ended = Some((Ok(status), Instant::now() + Duration::from_millis(200)));
                 }
                 Ok(None) => {}
-                Err(err) => {
-                    ended = Some(Err(err));
-                    grace_until = Some(Instant::now());
-                }
+                Err(err) => ended = Some((Err(err), Instant::now())),
             }
         }
     }
@@ -408,7 +410,7 @@ fn pump(
             }
         });
     }
-    let status = ended.unwrap_or_else(|| child.wait());
+    let status = ended.map_or_else(|| child.wait(), |(status, _)| status);
     (status, timed_out)
 }
 

@@ -19,7 +19,7 @@ use gyre_protocol::agent::{
     Events, EventsAck, Finish, Lease, MAX_CLAIM_WAIT_MS, OutputStream, Register, Registered,
     StepEventKind, StepOutcome, TaskEnd, TaskRef,
 };
-use gyre_store::{Agent, LogChunk, Millis, Stream, TaskKey};
+use gyre_store::{Agent, LogChunk, Millis, Project, Stream, TaskKey};
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
@@ -116,55 +116,17 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
         {
             let mut spec: gyre_protocol::TaskSpec = serde_json::from_value(task.payload.clone())
                 .map_err(|e| ApiError::internal("stored task spec", e))?;
-            // Project secrets are read now, never stored with the task.
             let project = app
                 .store
                 .project_of_workflow(task.key.workflow)
                 .await?
                 .ok_or_else(|| ApiError::internal("claiming a task", "its project is gone"))?;
-            let fork_pr = spec.job.fork_pull_request.is_some();
-            let secrets = match crate::envvars::for_job(&app, &project, fork_pr).await {
-                Ok(secrets) => secrets,
-                Err(err) => {
-                    // The job cannot have its variables (the key service is down, a value
-                    // was altered): it fails saying why, rather than the claim failing
-                    // and leaving the task leased to an agent that never got it.
-                    fail_unstarted(&app, agent.id, task.key, &err.message).await?;
-                    continue;
-                }
-            };
-            spec.environment.extend(secrets);
-            // Contexts and OIDC tokens go where the project's secrets go (§12: not to
-            // forks' builds unless the project passes secrets to them).
-            let gets_secrets = !fork_pr
-                || project.settings["forks_receive_secret_env_vars"].as_bool() == Some(true);
-            let mut context_ids = Vec::new();
-            if gets_secrets {
-                match crate::contexts::for_job(&app, &project, &spec.job.contexts).await {
-                    Ok((vars, ids)) => {
-                        spec.environment.extend(vars);
-                        context_ids = ids;
-                    }
-                    Err(err) => {
-                        fail_unstarted(&app, agent.id, task.key, &err.message).await?;
-                        continue;
-                    }
-                }
-            }
-            if gets_secrets {
-                match crate::oidc::mint(&app, &spec.job, &context_ids).await {
-                    Ok((v1, v2)) => {
-                        spec.job.oidc_token = Some(v1);
-                        spec.job.oidc_token_v2 = Some(v2);
-                    }
-                    // A server without a secrets key (embedded uses) issues none.
-                    Err(crate::oidc::OidcError::NoSecrets) => {}
-                    Err(err) => {
-                        let why = format!("cannot issue the job's OIDC token: {err}");
-                        fail_unstarted(&app, agent.id, task.key, &why).await?;
-                        continue;
-                    }
-                }
+            if let Err(why) = add_secrets(&app, &project, &mut spec).await {
+                // The job cannot have what it is owed (the key service is down, a value
+                // was altered, a context is missing): it fails saying why, rather than
+                // the claim failing and leaving the task leased to an agent without it.
+                fail_unstarted(&app, agent.id, task.key, &why).await?;
+                continue;
             }
             let event = Event::TaskStarted {
                 task: task.key.task,
@@ -193,6 +155,39 @@ async fn claim(State(app): S, headers: HeaderMap, Json(req): Json<Claim>) -> Api
             _ = tokio::time::timeout(left.min(Duration::from_secs(1)), notified) => {}
         }
     }
+}
+
+/// What a task gets only when an agent claims it, never stored with it: the project's
+/// variables, the variables of the contexts it names and its OIDC tokens. A build of a
+/// forked pull request gets none of them unless the project passes secrets to forks, as
+/// on CircleCI (§12). The error says why the task cannot have them.
+async fn add_secrets(
+    app: &App,
+    project: &Project,
+    spec: &mut gyre_protocol::TaskSpec,
+) -> Result<(), String> {
+    let fork_pr = spec.job.fork_pull_request.is_some();
+    if fork_pr && project.settings["forks_receive_secret_env_vars"].as_bool() != Some(true) {
+        return Ok(());
+    }
+    let vars = crate::envvars::for_job(app, project)
+        .await
+        .map_err(|e| e.message)?;
+    spec.environment.extend(vars);
+    let (vars, context_ids) = crate::contexts::for_job(app, project, &spec.job.contexts)
+        .await
+        .map_err(|e| e.message)?;
+    spec.environment.extend(vars);
+    match crate::oidc::mint(app, &spec.job, &context_ids).await {
+        Ok((v1, v2)) => {
+            spec.job.oidc_token = Some(v1);
+            spec.job.oidc_token_v2 = Some(v2);
+        }
+        // A server without a secrets key (embedded uses) issues none.
+        Err(crate::oidc::OidcError::NoSecrets) => {}
+        Err(err) => return Err(format!("cannot issue the job's OIDC token: {err}")),
+    }
+    Ok(())
 }
 
 /// Ends a task just claimed by `agent` as failed before it ran: a log with one step saying

@@ -90,7 +90,7 @@ fn context_json(c: &ContextRow) -> Value {
 }
 
 async fn context_of(app: &App, id: &str) -> ApiResult<ContextRow> {
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "Context not found.");
+    let not_found = || ApiError::not_found("Context not found.");
     let id = ids::parse_context(id).ok_or_else(not_found)?;
     app.store.context(id).await?.ok_or_else(not_found)
 }
@@ -198,7 +198,7 @@ pub async fn by_name(app: &App, owner: &str, name: &str) -> ApiResult<ContextRow
         .await?
         .into_iter()
         .find(|c| c.name == name)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "Context not found."))
+        .ok_or_else(|| ApiError::not_found("Context not found."))
 }
 
 async fn show(
@@ -298,7 +298,7 @@ pub async fn set_var_of(
         .set_context_env_var(context.id, name, &sealed, now)
         .await?
     {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "Context not found."));
+        return Err(ApiError::not_found("Context not found."));
     }
     let created = app
         .store
@@ -321,10 +321,7 @@ async fn remove_var(
     if app.store.delete_context_env_var(context.id, &name).await? {
         Ok(Json(json!({"message": "Environment variable deleted."})))
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "Environment variable not found.",
-        ))
+        Err(ApiError::not_found("Environment variable not found."))
     }
 }
 
@@ -347,10 +344,9 @@ pub async fn for_job(
     let mut context_ids = Vec::new();
     for name in names {
         let context = all.iter().find(|c| &c.name == name).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("the job uses context {name}, which {owner} does not have"),
-            )
+            ApiError::not_found(format!(
+                "the job uses context {name}, which {owner} does not have"
+            ))
         })?;
         context_ids.push(ids::context(context.id));
         for row in app.store.context_env_vars(context.id).await? {

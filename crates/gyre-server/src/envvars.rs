@@ -191,12 +191,9 @@ async fn open(
 }
 
 /// What a job of `project` gets: every variable, opened, as a project secret (masked in
-/// its output). A build of a forked pull request gets none unless the project's
-/// `forks_receive_secret_env_vars` setting is on, as on CircleCI.
-pub async fn for_job(app: &App, project: &Project, fork_pr: bool) -> ApiResult<Vec<EnvVar>> {
-    if fork_pr && project.settings["forks_receive_secret_env_vars"].as_bool() != Some(true) {
-        return Ok(Vec::new());
-    }
+/// its output). Whether the job gets secrets at all is the caller's decision
+/// (`agent_api::add_secrets`: not forks' builds by default).
+pub async fn for_job(app: &App, project: &Project) -> ApiResult<Vec<EnvVar>> {
     let rows = app.store.project_env_vars(project.id).await?;
     if rows.is_empty() {
         return Ok(Vec::new());

@@ -89,9 +89,6 @@ async fn delete_user(
     if app.store.delete_ui_user(&login).await? {
         Ok(Json(json!({"message": "User deleted."})))
     } else {
-        Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "User not found.",
-        ))
+        Err(ApiError::not_found("User not found."))
     }
 }

@@ -2,6 +2,7 @@
 //! and dates only: values are write-only), add, replace and delete them, delete the
 //! context. The same cores as API v2 `/context` (`crate::contexts`).
 
+use super::settings::envvar_editor;
 use super::*;
 use crate::contexts;
 use gyre_store::ContextRow;
@@ -113,39 +114,30 @@ pub async fn context_page(
     Path((vcs, org, name)): ContextPath,
 ) -> UiResult<Response> {
     let (owner, context) = context_of(&app, &vcs, &org, &name).await?;
-    let url = esc(&context_url(&owner, &context.name));
+    let page_url = context_url(&owner, &context.name);
+    let url = esc(&page_url);
     let csrf = csrf_field(&session);
     let now = Millis::now().0;
-    let mut rows = String::new();
-    for v in app.store.context_env_vars(context.id).await? {
-        let _ = write!(
-            rows,
-            "<tr data-envvar=\"{name}\"><td><code>{name}</code></td><td>{}</td><td>{}</td>\
-             <td><form method=\"post\" action=\"{url}/envvars/delete\">{csrf}\
-             <input type=\"hidden\" name=\"name\" value=\"{name}\">\
-             <button type=\"submit\" class=\"secondary\">Delete <span class=\"sr\">{name}</span></button></form></td></tr>",
-            age(v.created_at.0, now),
-            age(v.updated_at.0, now),
-            name = esc(&v.name),
-        );
-    }
-    let table = if rows.is_empty() {
-        "<p class=\"empty\">No environment variables.</p>".to_string()
-    } else {
-        format!(
-            "<div class=\"scroll\"><table class=\"envvars\"><thead><tr><th scope=\"col\">Name</th>\
-             <th scope=\"col\">Added</th><th scope=\"col\">Updated</th>\
-             <th scope=\"col\"><span class=\"sr\">Actions</span></th></tr></thead><tbody>{rows}</tbody></table></div>"
-        )
-    };
+    let rows: Vec<(String, Vec<String>)> = app
+        .store
+        .context_env_vars(context.id)
+        .await?
+        .into_iter()
+        .map(|v| {
+            let cells = vec![age(v.created_at.0, now), age(v.updated_at.0, now)];
+            (v.name, cells)
+        })
+        .collect();
+    let editor = envvar_editor(
+        &format!("{page_url}/envvars"),
+        &session,
+        &["Added", "Updated"],
+        &rows,
+    );
     let body = format!(
         "<h1>Context {name}</h1>\
          <p class=\"hint\">Values are write-only: stored encrypted, never shown, given to the jobs \
-         that name this context. Adding a name that exists replaces its value.</p>{table}\
-         <form method=\"post\" action=\"{url}/envvars\" class=\"inline\" autocomplete=\"off\">{csrf}\
-         <label for=\"env-name\">Name</label><input id=\"env-name\" name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\">\
-         <label for=\"env-value\">Value</label><input id=\"env-value\" name=\"value\" type=\"password\" required>\
-         <button type=\"submit\">Add variable</button></form>\
+         that name this context. Adding a name that exists replaces its value.</p>{editor}\
          <section><h2>Delete this context</h2>\
          <form method=\"post\" action=\"{url}/delete\" class=\"inline\">{csrf}\
          <button type=\"submit\" class=\"danger\" id=\"delete-context\">Delete context {name}</button></form></section>",

@@ -64,14 +64,6 @@ pub async fn settings(
 
 /// The project's environment variables, masked, with forms to add and delete them.
 async fn envvar_section(app: &App, project: &Project, session: &Session) -> UiResult<String> {
-    let url = esc(&project_url(project));
-    let csrf = csrf_field(session);
-    let add = format!(
-        "<form method=\"post\" action=\"{url}/settings/envvars\" class=\"inline\" autocomplete=\"off\">{csrf}\
-         <label for=\"env-name\">Name</label><input id=\"env-name\" name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\">\
-         <label for=\"env-value\">Value</label><input id=\"env-value\" name=\"value\" type=\"password\" required>\
-         <button type=\"submit\">Add variable</button></form>"
-    );
     let vars = match envvars::list_masked(app, project).await {
         Ok(v) => v,
         Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
@@ -83,31 +75,73 @@ async fn envvar_section(app: &App, project: &Project, session: &Session) -> UiRe
         Err(e) => return Err(e.into()),
     };
     let now = Millis::now().0;
-    let mut rows = String::new();
-    for v in &vars {
+    let rows: Vec<(String, Vec<String>)> = vars
+        .iter()
+        .map(|v| {
+            let cells = vec![
+                format!("<code>{}</code>", esc(&v.masked)),
+                age(v.created_at.0, now),
+            ];
+            (v.name.clone(), cells)
+        })
+        .collect();
+    let editor = envvar_editor(
+        &format!("{}/settings/envvars", project_url(project)),
+        session,
+        &["Value", "Added"],
+        &rows,
+    );
+    Ok(format!(
+        "<p class=\"hint\">Values are write-only: stored encrypted, shown masked, given to jobs.</p>{editor}"
+    ))
+}
+
+/// Environment variables as a table (`columns` after the name; `rows` are names and their
+/// cells, already HTML), each row with a delete form posting to `{action}/delete`, then a
+/// form adding (or replacing) one, posting to `action`.
+pub(super) fn envvar_editor(
+    action: &str,
+    session: &Session,
+    columns: &[&str],
+    rows: &[(String, Vec<String>)],
+) -> String {
+    let action = esc(action);
+    let csrf = csrf_field(session);
+    let mut body = String::new();
+    for (name, cells) in rows {
+        let name = esc(name);
         let _ = write!(
-            rows,
-            "<tr data-envvar=\"{name}\"><td><code>{name}</code></td><td><code>{}</code></td><td>{}</td>\
-             <td><form method=\"post\" action=\"{url}/settings/envvars/delete\">{csrf}\
+            body,
+            "<tr data-envvar=\"{name}\"><td><code>{name}</code></td>"
+        );
+        for cell in cells {
+            let _ = write!(body, "<td>{cell}</td>");
+        }
+        let _ = write!(
+            body,
+            "<td><form method=\"post\" action=\"{action}/delete\">{csrf}\
              <input type=\"hidden\" name=\"name\" value=\"{name}\">\
-             <button type=\"submit\" class=\"secondary\">Delete <span class=\"sr\">{name}</span></button></form></td></tr>",
-            esc(&v.masked),
-            age(v.created_at.0, now),
-            name = esc(&v.name),
+             <button type=\"submit\" class=\"secondary\">Delete <span class=\"sr\">{name}</span></button></form></td></tr>"
         );
     }
-    let table = if rows.is_empty() {
+    let table = if body.is_empty() {
         "<p class=\"empty\">No environment variables.</p>".to_string()
     } else {
+        let head: String = columns
+            .iter()
+            .map(|c| format!("<th scope=\"col\">{}</th>", esc(c)))
+            .collect();
         format!(
-            "<div class=\"scroll\"><table class=\"envvars\"><thead><tr><th scope=\"col\">Name</th>\
-             <th scope=\"col\">Value</th><th scope=\"col\">Added</th><th scope=\"col\"><span class=\"sr\">Actions</span></th>\
-             </tr></thead><tbody>{rows}</tbody></table></div>"
+            "<div class=\"scroll\"><table class=\"envvars\"><thead><tr><th scope=\"col\">Name</th>{head}\
+             <th scope=\"col\"><span class=\"sr\">Actions</span></th></tr></thead><tbody>{body}</tbody></table></div>"
         )
     };
-    Ok(format!(
-        "<p class=\"hint\">Values are write-only: stored encrypted, shown masked, given to jobs.</p>{table}{add}"
-    ))
+    format!(
+        "{table}<form method=\"post\" action=\"{action}\" class=\"inline\" autocomplete=\"off\">{csrf}\
+         <label for=\"env-name\">Name</label><input id=\"env-name\" name=\"name\" required pattern=\"[A-Za-z_][A-Za-z0-9_]*\">\
+         <label for=\"env-value\">Value</label><input id=\"env-value\" name=\"value\" type=\"password\" required>\
+         <button type=\"submit\">Add variable</button></form>"
+    )
 }
 
 pub async fn add_envvar(
